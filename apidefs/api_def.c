@@ -1,0 +1,501 @@
+#include "api_def.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_duration.h"
+#include "api_json.h"
+
+/* ---- sections --------------------------------------------------------------- */
+
+static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
+{
+    ext->connect_timeout_ms = API_DEFAULT_CONNECT_TIMEOUT_MS;
+    ext->idle_timeout_ms = API_DEFAULT_IDLE_TIMEOUT_MS;
+    ext->max_connection_duration_ms = 0;
+    ext->max_connect_attempts = API_DEFAULT_MAX_CONNECT_ATTEMPTS;
+    ext->drain_timeout_ms = -1;
+
+    json_t *obj;
+    if (api_json_object(c, root, API_EXT_KEY, API_EXT_KEY, &obj) != 0 || obj == NULL)
+        return;
+
+    static const char *const known[] = {"connect_timeout",         "idle_timeout",
+                                        "max_connection_duration", "max_connect_attempts",
+                                        "drain_timeout",           NULL};
+    api_json_strict_keys(c, obj, API_EXT_KEY, known);
+
+    api_json_duration(c, obj, "connect_timeout", API_EXT_KEY ".connect_timeout",
+                      &ext->connect_timeout_ms);
+    if (ext->connect_timeout_ms <= 0)
+        api_json_err(c, API_EXT_KEY ".connect_timeout", "must be greater than 0");
+    api_json_duration(c, obj, "idle_timeout", API_EXT_KEY ".idle_timeout", &ext->idle_timeout_ms);
+    api_json_duration(c, obj, "max_connection_duration", API_EXT_KEY ".max_connection_duration",
+                      &ext->max_connection_duration_ms);
+    api_json_duration(c, obj, "drain_timeout", API_EXT_KEY ".drain_timeout",
+                      &ext->drain_timeout_ms);
+
+    int64_t attempts = ext->max_connect_attempts;
+    if (api_json_int(c, obj, "max_connect_attempts", API_EXT_KEY ".max_connect_attempts",
+                     &attempts) == 0) {
+        if (attempts < 1 || attempts > 100)
+            api_json_err(c, API_EXT_KEY ".max_connect_attempts",
+                         "must be between 1 and 100, got %lld", (long long)attempts);
+        else
+            ext->max_connect_attempts = (int)attempts;
+    }
+}
+
+static void parse_command(struct api_json_ctx *c, json_t *cmd, const char *field,
+                          struct api_check_cmd *out)
+{
+    if (!json_is_object(cmd)) {
+        api_json_err(c, field,
+                     "expected an object {\"name\": \"send\"|\"expect\", \"message\": ...}, got %s",
+                     api_json_type_name(cmd));
+        return;
+    }
+    char f[256];
+    char *name = NULL;
+    snprintf(f, sizeof(f), "%s.name", field);
+    api_json_string(c, cmd, "name", f, &name);
+    if (name == NULL)
+        api_json_err(c, f, "missing (use \"send\" or \"expect\")");
+    else if (strcmp(name, "send") == 0)
+        out->kind = API_CMD_SEND;
+    else if (strcmp(name, "expect") == 0)
+        out->kind = API_CMD_EXPECT;
+    else
+        api_json_err(c, f, "unknown command \"%s\" (use \"send\" or \"expect\")", name);
+    free(name);
+
+    snprintf(f, sizeof(f), "%s.message", field);
+    json_t *m = api_json_get(cmd, "message");
+    if (m == NULL) {
+        out->message = api_xstrdup("");
+        out->len = 0;
+    } else if (!json_is_string(m)) {
+        api_json_err(c, f, "expected a string, got %s", api_json_type_name(m));
+    } else {
+        out->len = json_string_length(m);
+        out->message = malloc(out->len + 1);
+        if (out->message == NULL)
+            abort();
+        memcpy(out->message, json_string_value(m), out->len + 1);
+    }
+}
+
+static void parse_check(struct api_json_ctx *c, json_t *e, const char *field, struct api_check *chk)
+{
+    char f[256];
+    if (!json_is_object(e)) {
+        api_json_err(c, field, "expected an object, got %s", api_json_type_name(e));
+        return;
+    }
+    snprintf(f, sizeof(f), "%s.url", field);
+    api_json_string(c, e, "url", f, &chk->url);
+    if (chk->url == NULL) {
+        api_json_err(c, f, "missing");
+    } else {
+        char e2[320];
+        if (api_target_parse(chk->url, &chk->target, e2, sizeof(e2)) != 0)
+            api_json_err(c, f, "%s", e2);
+    }
+
+    snprintf(f, sizeof(f), "%s.protocol", field);
+    api_json_string(c, e, "protocol", f, &chk->protocol);
+    if (chk->protocol != NULL && chk->protocol[0] != '\0') {
+        if (strcmp(chk->protocol, "tcp") != 0 && strcmp(chk->protocol, "tls") != 0)
+            api_json_err(c, f, "unknown check protocol \"%s\" (use \"tcp\" or \"tls\")",
+                         chk->protocol);
+    }
+
+    snprintf(f, sizeof(f), "%s.timeout", field);
+    json_t *t = api_json_get(e, "timeout");
+    char e2[256];
+    if (t == NULL) {
+        chk->timeout_ms = 0;
+    } else if (json_is_integer(t)) {
+        if (api_duration_from_ns(json_integer_value(t), &chk->timeout_ms, e2, sizeof(e2)) != 0)
+            api_json_err(c, f, "%s", e2);
+    } else if (json_is_string(t)) {
+        if (api_duration_parse(json_string_value(t), &chk->timeout_ms, e2, sizeof(e2)) != 0)
+            api_json_err(c, f, "%s", e2);
+    } else {
+        api_json_err(c, f, "expected integer nanoseconds or a duration string, got %s",
+                     api_json_type_name(t));
+    }
+
+    snprintf(f, sizeof(f), "%s.enable_proxy_protocol", field);
+    api_json_bool(c, e, "enable_proxy_protocol", f, &chk->enable_proxy_protocol);
+
+    json_t *cmds = api_json_get(e, "commands");
+    snprintf(f, sizeof(f), "%s.commands", field);
+    if (cmds != NULL && !json_is_array(cmds)) {
+        api_json_err(c, f, "expected an array, got %s", api_json_type_name(cmds));
+    } else if (cmds != NULL) {
+        size_t n = json_array_size(cmds);
+        chk->commands = calloc(n ? n : 1, sizeof(*chk->commands));
+        if (chk->commands == NULL)
+            abort();
+        chk->ncommands = n;
+        for (size_t i = 0; i < n; i++) {
+            char f2[200];
+            snprintf(f2, sizeof(f2), "%s.commands[%zu]", field, i);
+            parse_command(c, json_array_get(cmds, i), f2, &chk->commands[i]);
+        }
+    }
+}
+
+static void parse_uptime(struct api_json_ctx *c, json_t *root, struct api_def *def)
+{
+    json_t *ut;
+    if (api_json_object(c, root, "uptime_tests", "uptime_tests", &ut) != 0 || ut == NULL)
+        return;
+    api_json_bool(c, ut, "disabled", "uptime_tests.disabled", &def->uptime_tests.disabled);
+
+    json_t *cfg;
+    if (api_json_object(c, ut, "config", "uptime_tests.config", &cfg) == 0 && cfg != NULL) {
+        api_json_int(c, cfg, "expire_utime_after", "uptime_tests.config.expire_utime_after",
+                     &def->uptime_tests.expire_utime_after);
+        api_json_int(c, cfg, "recheck_wait", "uptime_tests.config.recheck_wait",
+                     &def->uptime_tests.recheck_wait);
+    }
+
+    json_t *list = api_json_get(ut, "check_list");
+    if (list == NULL)
+        return;
+    if (!json_is_array(list)) {
+        api_json_err(c, "uptime_tests.check_list", "expected an array, got %s",
+                     api_json_type_name(list));
+        return;
+    }
+    size_t n = json_array_size(list);
+    def->uptime_tests.checks = calloc(n ? n : 1, sizeof(struct api_check));
+    if (def->uptime_tests.checks == NULL)
+        abort();
+    def->uptime_tests.nchecks = n;
+    for (size_t i = 0; i < n; i++) {
+        char f[64];
+        snprintf(f, sizeof(f), "uptime_tests.check_list[%zu]", i);
+        parse_check(c, json_array_get(list, i), f, &def->uptime_tests.checks[i]);
+    }
+}
+
+static void parse_transport(struct api_json_ctx *c, json_t *proxy, struct api_transport *tr)
+{
+    json_t *t;
+    if (api_json_object(c, proxy, "transport", "proxy.transport", &t) != 0 || t == NULL)
+        return;
+    api_json_bool(c, t, "ssl_insecure_skip_verify", "proxy.transport.ssl_insecure_skip_verify",
+                  &tr->ssl_insecure_skip_verify);
+    api_json_string_array(c, t, "ssl_ciphers", "proxy.transport.ssl_ciphers", &tr->ssl_ciphers,
+                          &tr->nssl_ciphers);
+    int64_t v = 0;
+    static const char *const vfields[2] = {"ssl_min_version", "ssl_max_version"};
+    int *vout[2] = {&tr->ssl_min_version, &tr->ssl_max_version};
+    for (int i = 0; i < 2; i++) {
+        char f[64];
+        snprintf(f, sizeof(f), "proxy.transport.%s", vfields[i]);
+        v = 0;
+        if (api_json_int(c, t, vfields[i], f, &v) != 0)
+            continue;
+        if (v != 0 && (v < 769 || v > 772))
+            api_json_err(c, f, "unknown TLS version %lld (use 771 for TLS 1.2 or 772 for TLS 1.3)",
+                         (long long)v);
+        else
+            *vout[i] = (int)v;
+    }
+    api_json_bool(c, t, "ssl_force_common_name_check",
+                  "proxy.transport.ssl_force_common_name_check", &tr->ssl_force_common_name_check);
+    api_json_string(c, t, "proxy_url", "proxy.transport.proxy_url", &tr->proxy_url);
+}
+
+static void parse_service_discovery(struct api_json_ctx *c, json_t *proxy,
+                                    struct api_service_discovery *sd)
+{
+    json_t *o;
+    if (api_json_object(c, proxy, "service_discovery", "proxy.service_discovery", &o) != 0 ||
+        o == NULL)
+        return;
+#define SD_BOOL(k) api_json_bool(c, o, #k, "proxy.service_discovery." #k, &sd->k)
+#define SD_STR(k) api_json_string(c, o, #k, "proxy.service_discovery." #k, &sd->k)
+    SD_BOOL(use_discovery_service);
+    SD_STR(query_endpoint);
+    SD_BOOL(use_nested_query);
+    SD_STR(parent_data_path);
+    SD_STR(data_path);
+    SD_STR(port_data_path);
+    SD_STR(target_path);
+    SD_BOOL(use_target_list);
+    api_json_int(c, o, "cache_timeout", "proxy.service_discovery.cache_timeout",
+                 &sd->cache_timeout);
+    SD_BOOL(cache_disabled);
+    SD_BOOL(endpoint_returns_list);
+#undef SD_BOOL
+#undef SD_STR
+    if (sd->use_discovery_service)
+        api_json_warn(c, "proxy.service_discovery.use_discovery_service",
+                      "service discovery is not supported by tcpgate; the static targets are used");
+}
+
+/* Tyk's docs put these two at the top level; Tyk reads them under "proxy". */
+static void parse_misplaced_bool(struct api_json_ctx *c, json_t *root, const char *key, bool *out)
+{
+    bool v = false;
+    json_t *j = api_json_get(root, key);
+    if (j == NULL || api_json_bool(c, root, key, key, &v) != 0)
+        return;
+    api_json_warn(c, key, "belongs under \"proxy\" (proxy.%s); accepted at the top level", key);
+    *out = *out || v;
+}
+
+static void parse_proxy(struct api_json_ctx *c, json_t *root, struct api_def *def)
+{
+    json_t *proxy;
+    if (api_json_object(c, root, "proxy", "proxy", &proxy) != 0)
+        return;
+    if (proxy != NULL) {
+        api_json_string(c, proxy, "target_url", "proxy.target_url", &def->proxy.target_url);
+        api_json_bool(c, proxy, "enable_load_balancing", "proxy.enable_load_balancing",
+                      &def->proxy.enable_load_balancing);
+        api_json_bool(c, proxy, "check_host_against_uptime_tests",
+                      "proxy.check_host_against_uptime_tests",
+                      &def->proxy.check_host_against_uptime_tests);
+        parse_service_discovery(c, proxy, &def->proxy.service_discovery);
+        parse_transport(c, proxy, &def->proxy.transport);
+    }
+    parse_misplaced_bool(c, root, "enable_load_balancing", &def->proxy.enable_load_balancing);
+    parse_misplaced_bool(c, root, "check_host_against_uptime_tests",
+                         &def->proxy.check_host_against_uptime_tests);
+
+    char **list = NULL;
+    size_t n = 0;
+    if (proxy != NULL &&
+        api_json_string_array(c, proxy, "target_list", "proxy.target_list", &list, &n) == 0) {
+        def->proxy.targets = calloc(n ? n : 1, sizeof(struct api_target));
+        if (def->proxy.targets == NULL)
+            abort();
+        for (size_t i = 0; i < n; i++) {
+            char f[64], e[320];
+            snprintf(f, sizeof(f), "proxy.target_list[%zu]", i);
+            if (api_target_parse(list[i], &def->proxy.targets[def->proxy.ntargets], e, sizeof(e)) !=
+                0)
+                api_json_err(c, f, "%s", e);
+            else
+                def->proxy.ntargets++;
+            free(list[i]);
+        }
+        free(list);
+    }
+
+    bool has_url = def->proxy.target_url != NULL && def->proxy.target_url[0] != '\0';
+    if (has_url) {
+        char e[320];
+        if (api_target_parse(def->proxy.target_url, &def->proxy.target, e, sizeof(e)) != 0)
+            api_json_err(c, "proxy.target_url", "%s", e);
+    }
+    if (def->proxy.enable_load_balancing) {
+        if (n == 0)
+            api_json_err(c, "proxy.target_list", "empty while load balancing is enabled");
+    } else if (!has_url) {
+        if (n > 0)
+            api_json_err(
+                c, "proxy.target_url",
+                "missing (target_list is only used with proxy.enable_load_balancing: true)");
+        else
+            api_json_err(c, "proxy.target_url", "missing: no upstream to proxy to");
+    }
+}
+
+/* ---- definition -------------------------------------------------------------- */
+
+const char *api_protocol_name(enum api_protocol p)
+{
+    return p == API_PROTO_TLS ? "tls" : "tcp";
+}
+
+size_t api_def_upstreams(const struct api_def *def, const struct api_target **out)
+{
+    if (def->proxy.enable_load_balancing) {
+        *out = def->proxy.targets;
+        return def->proxy.ntargets;
+    }
+    *out = &def->proxy.target;
+    return 1;
+}
+
+const char *api_def_domain(const struct api_def *def)
+{
+    return def->domain_disabled || def->domain == NULL ? "" : def->domain;
+}
+
+static char *file_stem(const char *file)
+{
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    char *s = api_xstrdup(base);
+    char *dot = strrchr(s, '.');
+    if (dot != NULL && dot != s)
+        *dot = '\0';
+    return s;
+}
+
+struct api_def *api_def_parse(const char *file, const char *json, size_t len,
+                              struct api_diags *diags)
+{
+    struct api_json_ctx c = {.file = file, .diags = diags, .errors = 0};
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_ALLOW_NUL, &jerr);
+    if (root == NULL) {
+        api_json_err(&c, "(json)", "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                     jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        api_json_err(&c, "(json)", "expected an object at the top level, got %s",
+                     api_json_type_name(root));
+        json_decref(root);
+        return NULL;
+    }
+
+    struct api_def *def = calloc(1, sizeof(*def));
+    if (def == NULL)
+        abort();
+    def->file = api_xstrdup(file);
+    def->active = true;
+
+    api_json_string(&c, root, "api_id", "api_id", &def->api_id);
+    api_json_string(&c, root, "name", "name", &def->name);
+    api_json_string(&c, root, "org_id", "org_id", &def->org_id);
+    api_json_bool(&c, root, "active", "active", &def->active);
+    if (def->api_id == NULL || def->api_id[0] == '\0') {
+        free(def->api_id);
+        def->api_id = file_stem(file);
+    }
+
+    json_t *port = api_json_get(root, "listen_port");
+    if (port == NULL) {
+        api_json_err(&c, "listen_port", "missing");
+    } else if (!json_is_integer(port)) {
+        api_json_err(&c, "listen_port", "expected an integer, got %s", api_json_type_name(port));
+    } else {
+        json_int_t p = json_integer_value(port);
+        if (p < 1 || p > 65535)
+            api_json_err(&c, "listen_port", "%lld is out of range (1-65535)", (long long)p);
+        else
+            def->listen_port = (int)p;
+    }
+
+    char *proto = NULL;
+    api_json_string(&c, root, "protocol", "protocol", &proto);
+    if (proto == NULL || proto[0] == '\0')
+        api_json_err(&c, "protocol", "missing (use \"tcp\" or \"tls\")");
+    else if (strcmp(proto, "tcp") == 0)
+        def->protocol = API_PROTO_TCP;
+    else if (strcmp(proto, "tls") == 0)
+        def->protocol = API_PROTO_TLS;
+    else if (strcmp(proto, "http") == 0 || strcmp(proto, "https") == 0 || strcmp(proto, "h2c") == 0)
+        api_json_err(&c, "protocol", "\"%s\" is an HTTP API; tcpgate serves \"tcp\" and \"tls\"",
+                     proto);
+    else
+        api_json_err(&c, "protocol", "unknown protocol \"%s\" (use \"tcp\" or \"tls\")", proto);
+    free(proto);
+
+    api_json_string(&c, root, "domain", "domain", &def->domain);
+    if (def->domain == NULL)
+        def->domain = api_xstrdup("");
+    api_json_bool(&c, root, "domain_disabled", "domain_disabled", &def->domain_disabled);
+
+    /* Tyk reads "certificates"; its docs write "certificate". Accept both. */
+    api_json_string_array(&c, root, "certificates", "certificates", &def->certificates,
+                          &def->ncertificates);
+    if (def->ncertificates == 0) {
+        free(def->certificates);
+        def->certificates = NULL;
+        api_json_string_array(&c, root, "certificate", "certificate", &def->certificates,
+                              &def->ncertificates);
+    }
+
+    api_json_bool(&c, root, "enable_proxy_protocol", "enable_proxy_protocol",
+                  &def->enable_proxy_protocol);
+    api_json_bool(&c, root, "use_mutual_tls_auth", "use_mutual_tls_auth",
+                  &def->use_mutual_tls_auth);
+    api_json_string_array(&c, root, "client_certificates", "client_certificates",
+                          &def->client_certificates, &def->nclient_certificates);
+    api_json_string_map(&c, root, "upstream_certificates", "upstream_certificates",
+                        &def->upstream_certificates, &def->nupstream_certificates);
+    api_json_bool(&c, root, "upstream_certificates_disabled", "upstream_certificates_disabled",
+                  &def->upstream_certificates_disabled);
+    api_json_string_map(&c, root, "pinned_public_keys", "pinned_public_keys",
+                        &def->pinned_public_keys, &def->npinned_public_keys);
+    api_json_bool(&c, root, "certificate_pinning_disabled", "certificate_pinning_disabled",
+                  &def->certificate_pinning_disabled);
+    api_json_bool(&c, root, "do_not_track", "do_not_track", &def->do_not_track);
+
+    parse_uptime(&c, root, def);
+    parse_proxy(&c, root, def);
+    parse_ext(&c, root, &def->ext);
+
+    json_decref(root);
+    if (c.errors > 0) {
+        api_def_free(def);
+        return NULL;
+    }
+    return def;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void free_kv(struct api_kv *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(kv[i].key);
+        free(kv[i].value);
+    }
+    free(kv);
+}
+
+void api_def_free(struct api_def *def)
+{
+    if (def == NULL)
+        return;
+    free(def->file);
+    free(def->api_id);
+    free(def->name);
+    free(def->org_id);
+    free(def->domain);
+    free_strv(def->certificates, def->ncertificates);
+    free_strv(def->client_certificates, def->nclient_certificates);
+    free_kv(def->upstream_certificates, def->nupstream_certificates);
+    free_kv(def->pinned_public_keys, def->npinned_public_keys);
+    for (size_t i = 0; i < def->uptime_tests.nchecks; i++) {
+        struct api_check *c = &def->uptime_tests.checks[i];
+        free(c->url);
+        free(c->protocol);
+        for (size_t j = 0; j < c->ncommands; j++)
+            free(c->commands[j].message);
+        free(c->commands);
+    }
+    free(def->uptime_tests.checks);
+    free(def->proxy.target_url);
+    free(def->proxy.targets);
+    struct api_service_discovery *sd = &def->proxy.service_discovery;
+    free(sd->query_endpoint);
+    free(sd->parent_data_path);
+    free(sd->data_path);
+    free(sd->port_data_path);
+    free(sd->target_path);
+    free_strv(def->proxy.transport.ssl_ciphers, def->proxy.transport.nssl_ciphers);
+    free(def->proxy.transport.proxy_url);
+    free(def);
+}

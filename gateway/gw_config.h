@@ -1,0 +1,75 @@
+/* The gateway config file (tyk.conf names where Tyk has them, new settings in
+ * the "tcpgate" extension object) and the command-line flags that override it. */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api_def.h"
+#include "gw_log.h"
+
+struct gw_port_range {
+    int from, to; /* inclusive */
+};
+
+struct gw_port_rule {
+    bool present; /* the protocol has an entry in ports_whitelist */
+    int *ports;
+    size_t nports;
+    struct gw_port_range *ranges;
+    size_t nranges;
+};
+
+struct gw_config {
+    char *file; /* NULL when no --config was given */
+    char *app_path;
+    char *listen_address; /* "" = every address */
+    enum gw_log_level log_level;
+    int workers;              /* 0 = one per core */
+    int64_t drain_timeout_ms; /* SIGTERM: how long live connections may finish */
+    char *secret;
+    char *node_secret;
+
+    struct {
+        char *host;
+        int port;
+        char *password;
+        int database;
+    } storage;
+
+    struct {
+        bool disable;
+        char *poller_group;
+        int failure_trigger_sample_size;
+        int time_wait; /* seconds between rounds */
+        int checker_pool_size;
+        bool enable_uptime_analytics;
+    } uptime_tests;
+
+    bool whitelist_present;
+    struct gw_port_rule whitelist_tcp;
+    struct gw_port_rule whitelist_tls;
+};
+
+#define GW_DEFAULT_APP_PATH "apps"
+#define GW_DEFAULT_DRAIN_TIMEOUT_MS 30000
+
+/* Fills defaults. */
+void gw_config_init(struct gw_config *cfg);
+
+/* Reads a config file over the defaults. Problems go to diags as
+ * "file: field: reason"; returns -1 if any is an error. */
+int gw_config_load(struct gw_config *cfg, const char *path, struct api_diags *diags)
+    __attribute__((warn_unused_result));
+
+/* Same, from text (for tests and fuzzing). */
+int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, size_t len,
+                    struct api_diags *diags) __attribute__((warn_unused_result));
+
+/* The ports_whitelist check, in the shape the definition loader asks for. */
+bool gw_config_port_allowed(void *cfg, enum api_protocol proto, int port);
+
+void gw_config_free(struct gw_config *cfg);
+
+#endif

@@ -1,0 +1,337 @@
+#include "gw_runtime.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gw_log.h"
+#include "gw_session.h"
+#include "gw_snapshot.h"
+#include "gw_worker.h"
+
+struct gw_runtime {
+    const struct gw_config *cfg;
+    int nworkers;
+    struct gw_snapshot *snap;
+    struct gw_worker **workers;
+    struct event_base *control;
+    struct event *sigterm, *sigint;
+    int exit_fd; /* eventfd: workers report that they have ended */
+    struct event *exit_ev;
+    int exited;
+    int stop_signals;
+};
+
+int gw_default_workers(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+static void print_diags(const struct api_diags *d, FILE *out)
+{
+    for (size_t i = 0; i < d->count; i++) {
+        const struct api_diag *it = &d->items[i];
+        fprintf(out, "%s: %s: %s%s\n", it->file, it->field,
+                it->severity == API_SEV_WARNING ? "warning: " : "", it->reason);
+    }
+}
+
+static void log_diags(const struct api_diags *d)
+{
+    for (size_t i = 0; i < d->count; i++) {
+        const struct api_diag *it = &d->items[i];
+        gw_log(it->severity == API_SEV_WARNING ? GW_LOG_WARN : GW_LOG_ERROR, "%s: %s: %s%s",
+               it->file, it->field, it->severity == API_SEV_ERROR ? "skipped: " : "", it->reason);
+    }
+}
+
+size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diags)
+{
+    struct api_diags diags = {0};
+    struct gw_snapshot *snap = gw_snapshot_load(cfg, 1, &diags);
+    print_diags(config_diags, stderr);
+    print_diags(&diags, stderr);
+    size_t errors = api_diags_errors(config_diags) + api_diags_errors(&diags);
+    if (snap != NULL) {
+        printf("%s: %zu definitions, %zu servable on %zu ports, %zu errors\n", cfg->app_path,
+               snap->set.count, snap->napis, snap->nports, errors);
+    }
+    gw_snapshot_unref(snap);
+    api_diags_free(&diags);
+    return errors;
+}
+
+/* ---- listening sockets ------------------------------------------------------ */
+
+static int open_listener(const char *addr, int port, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    memset(&ss, 0, sizeof(ss));
+    bool any = addr == NULL || addr[0] == '\0';
+    if (any) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_addr = in6addr_any;
+        in6->sin6_port = htons((uint16_t)port);
+        len = sizeof(*in6);
+    } else {
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
+        struct addrinfo *res = NULL;
+        char portstr[8];
+        snprintf(portstr, sizeof(portstr), "%d", port);
+        int rc = getaddrinfo(addr, portstr, &hints, &res);
+        if (rc != 0) {
+            snprintf(err, errlen, "listen_address \"%s\": %s", addr, gai_strerror(rc));
+            return -1;
+        }
+        memcpy(&ss, res->ai_addr, res->ai_addrlen);
+        len = res->ai_addrlen;
+        freeaddrinfo(res);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && any && errno == EAFNOSUPPORT) {
+        /* No IPv6 on this host: every IPv4 address instead. */
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        memset(&ss, 0, sizeof(ss));
+        in->sin_family = AF_INET;
+        in->sin_addr.s_addr = htonl(INADDR_ANY);
+        in->sin_port = htons((uint16_t)port);
+        len = sizeof(*in);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
+        goto fail;
+    }
+    if (ss.ss_family == AF_INET6 && any)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        snprintf(err, errlen, "bind: %s", strerror(errno));
+        goto fail;
+    }
+    if (listen(fd, SOMAXCONN) != 0) {
+        snprintf(err, errlen, "listen: %s", strerror(errno));
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return -1;
+}
+
+/* Opens one socket per worker for the port, all or none. */
+static int listen_port(struct gw_runtime *rt, struct gw_port *port)
+{
+    int fds[rt->nworkers];
+    char err[256];
+    for (int i = 0; i < rt->nworkers; i++) {
+        fds[i] = open_listener(rt->cfg->listen_address, port->port, err, sizeof(err));
+        if (fds[i] < 0) {
+            for (int j = 0; j < i; j++)
+                close(fds[j]);
+            gw_error("port %d: cannot listen: %s; its definitions are not served", port->port, err);
+            return -1;
+        }
+    }
+    for (int i = 0; i < rt->nworkers; i++) {
+        if (gw_worker_listen(rt->workers[i], fds[i], port) != 0) {
+            for (int j = i + 1; j < rt->nworkers; j++)
+                close(fds[j]);
+            gw_error("port %d: cannot set up the listener", port->port);
+            return -1;
+        }
+    }
+    char ids[512];
+    size_t n = 0;
+    ids[0] = '\0';
+    for (size_t i = 0; i < port->napis && n < sizeof(ids); i++)
+        n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%s%s", i ? "," : "",
+                              port->apis[i]->def->api_id);
+    gw_info("listening on %s:%d (%s) api_id=%s",
+            rt->cfg->listen_address[0] ? rt->cfg->listen_address : "*", port->port,
+            api_protocol_name(port->protocol), ids);
+    return 0;
+}
+
+/* ---- control thread ------------------------------------------------------------ */
+
+static int64_t live_connections(const struct gw_runtime *rt)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < rt->snap->napis; i++) {
+        struct gw_api_stats sum;
+        gw_stats_sum(rt->snap->apis[i].stats, rt->nworkers, &sum);
+        n += sum.cx_active;
+    }
+    return n;
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct gw_runtime *rt = arg;
+    rt->stop_signals++;
+    if (rt->stop_signals == 1) {
+        gw_info("received %s: no longer accepting; draining %lld connections for up to %lld ms",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)live_connections(rt),
+                (long long)rt->cfg->drain_timeout_ms);
+        for (int i = 0; i < rt->nworkers; i++)
+            gw_worker_stop(rt->workers[i], rt->cfg->drain_timeout_ms);
+    } else {
+        gw_warn("received a second stop signal: closing all connections now");
+        for (int i = 0; i < rt->nworkers; i++)
+            gw_worker_stop(rt->workers[i], 0);
+    }
+}
+
+static void on_worker_exit(void *arg)
+{
+    struct gw_runtime *rt = arg;
+    uint64_t one = 1;
+    if (write(rt->exit_fd, &one, sizeof(one)) != sizeof(one))
+        abort(); /* an eventfd write of 1 cannot fail short of a bug */
+}
+
+static void on_exit_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct gw_runtime *rt = arg;
+    uint64_t v = 0;
+    if (read(fd, &v, sizeof(v)) == sizeof(v))
+        rt->exited += (int)v;
+    if (rt->exited >= rt->nworkers)
+        event_base_loopbreak(rt->control);
+}
+
+static void log_stats(const struct gw_runtime *rt)
+{
+    for (size_t i = 0; i < rt->snap->napis; i++) {
+        struct gw_api_stats sum;
+        char buf[1024];
+        gw_stats_sum(rt->snap->apis[i].stats, rt->nworkers, &sum);
+        gw_stats_format(&sum, buf, sizeof(buf));
+        gw_info("stats api_id=%s %s", rt->snap->apis[i].def->api_id, buf);
+    }
+    for (size_t i = 0; i < rt->snap->nports; i++) {
+        int64_t no_route = 0;
+        for (int w = 0; w < rt->nworkers; w++)
+            no_route += __atomic_load_n(&rt->snap->ports[i].stats[w].no_route, __ATOMIC_RELAXED);
+        if (no_route > 0)
+            gw_info("stats port=%d no_route=%lld", rt->snap->ports[i].port, (long long)no_route);
+    }
+}
+
+static void runtime_free(struct gw_runtime *rt)
+{
+    if (rt->workers != NULL) {
+        for (int i = 0; i < rt->nworkers; i++)
+            gw_worker_free(rt->workers[i]);
+        free(rt->workers);
+    }
+    if (rt->sigterm != NULL)
+        event_free(rt->sigterm);
+    if (rt->sigint != NULL)
+        event_free(rt->sigint);
+    if (rt->exit_ev != NULL)
+        event_free(rt->exit_ev);
+    if (rt->exit_fd >= 0)
+        close(rt->exit_fd);
+    if (rt->control != NULL)
+        event_base_free(rt->control);
+    gw_snapshot_unref(rt->snap);
+}
+
+int gw_run(const struct gw_config *cfg)
+{
+    struct gw_runtime rt = {.cfg = cfg, .exit_fd = -1};
+    int rc = 1;
+    rt.nworkers = cfg->workers > 0 ? cfg->workers : gw_default_workers();
+
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(SIGPIPE, &ign, NULL);
+
+    struct api_diags diags = {0};
+    rt.snap = gw_snapshot_load(cfg, rt.nworkers, &diags);
+    log_diags(&diags);
+    api_diags_free(&diags);
+    if (rt.snap == NULL) {
+        gw_error("cannot load definitions from %s", cfg->app_path);
+        goto out;
+    }
+    for (size_t i = 0; i < rt.snap->set.count; i++) {
+        const struct api_def *d = rt.snap->set.defs[i];
+        if (!d->active)
+            gw_info("%s: api_id=%s is inactive (\"active\": false): not served", d->file,
+                    d->api_id);
+    }
+
+    rt.control = event_base_new();
+    rt.exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (rt.control == NULL || rt.exit_fd < 0)
+        goto out;
+    rt.exit_ev = event_new(rt.control, rt.exit_fd, EV_READ | EV_PERSIST, on_exit_event, &rt);
+    rt.sigterm = evsignal_new(rt.control, SIGTERM, on_stop_signal, &rt);
+    rt.sigint = evsignal_new(rt.control, SIGINT, on_stop_signal, &rt);
+    if (rt.exit_ev == NULL || rt.sigterm == NULL || rt.sigint == NULL ||
+        event_add(rt.exit_ev, NULL) != 0 || evsignal_add(rt.sigterm, NULL) != 0 ||
+        evsignal_add(rt.sigint, NULL) != 0)
+        goto out;
+
+    rt.workers = calloc((size_t)rt.nworkers, sizeof(*rt.workers));
+    if (rt.workers == NULL)
+        goto out;
+    for (int i = 0; i < rt.nworkers; i++) {
+        rt.workers[i] = gw_worker_new(i, rt.snap, on_worker_exit, &rt);
+        if (rt.workers[i] == NULL) {
+            gw_error("cannot create worker %d", i);
+            goto out;
+        }
+    }
+    size_t listening = 0;
+    for (size_t i = 0; i < rt.snap->nports; i++)
+        listening += listen_port(&rt, &rt.snap->ports[i]) == 0;
+    if (rt.snap->nports > 0 && listening == 0) {
+        gw_error("no port could be opened; exiting");
+        goto out;
+    }
+    if (rt.snap->nports == 0)
+        gw_warn("no definition to serve in %s", cfg->app_path);
+
+    for (int i = 0; i < rt.nworkers; i++) {
+        if (gw_worker_start(rt.workers[i]) != 0) {
+            gw_error("cannot start worker %d: %s", i, strerror(errno));
+            for (int j = 0; j < i; j++)
+                gw_worker_stop(rt.workers[j], 0);
+            goto out;
+        }
+    }
+    gw_info("tcpgate %s started: %d workers, %zu definitions on %zu ports", TCPGATE_VERSION,
+            rt.nworkers, rt.snap->napis, listening);
+
+    event_base_dispatch(rt.control);
+    for (int i = 0; i < rt.nworkers; i++)
+        gw_worker_join(rt.workers[i]);
+    log_stats(&rt);
+    gw_info("stopped");
+    rc = 0;
+out:
+    runtime_free(&rt);
+    return rc;
+}

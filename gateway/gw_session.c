@@ -1,0 +1,560 @@
+#include "gw_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gw_balancer.h"
+#include "gw_log.h"
+
+enum state {
+    ST_CONNECT,
+    ST_RELAY,
+};
+
+/* Why a session ended, for the connection log line. */
+enum end_reason {
+    END_NONE,
+    END_CLOSED,         /* both sides finished */
+    END_CLIENT_ERROR,   /* the client reset or failed */
+    END_UPSTREAM_ERROR, /* the upstream reset or failed */
+    END_CONNECT_FAILED, /* no target could be reached */
+    END_NO_ROUTE,       /* nothing serves this connection */
+    END_IDLE_TIMEOUT,
+    END_MAX_DURATION,
+    END_DRAIN,
+    END_INTERNAL, /* out of memory or descriptors */
+};
+
+static const char *const end_names[] = {
+    "none",     "closed",       "client_error", "upstream_error", "connect_failed",
+    "no_route", "idle_timeout", "max_duration", "drain",          "internal_error",
+};
+
+/* One relay direction: bytes read from src are queued on dst. */
+struct dir {
+    bool eof;    /* src sent FIN (or failed) */
+    bool shut;   /* FIN passed on to dst */
+    bool paused; /* src reading stopped until dst drains */
+};
+
+struct gw_session {
+    struct gw_session *prev, *next;
+    struct gw_session_env env;
+    struct gw_snapshot *snap;
+    struct gw_api *api;
+    struct gw_api_stats *st;
+
+    struct bufferevent *cli;
+    struct bufferevent *up;
+    struct event *timer;
+    enum state state;
+
+    size_t rr_start;
+    unsigned attempt;      /* connect attempts made so far */
+    size_t ups;            /* current upstream index */
+    int addr;              /* address index within it */
+    uint64_t failed_hosts; /* host_ids that failed a connect, to skip on retry */
+    int last_errno;
+    enum end_reason failure; /* set when a side failed and the other is flushing */
+
+    struct dir c2u, u2c;
+    int64_t started_ms, active_ms, connect_deadline_ms, drain_deadline_ms;
+    uint64_t rx, tx;
+
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+};
+
+int64_t gw_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void format_addr(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(buf, len, "%s:%u", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        port = ntohs(in6->sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            /* A dual-stack listener's IPv4 client, shown as IPv4. */
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof(host));
+            snprintf(buf, len, "%s:%u", host, port);
+            return;
+        }
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, port);
+    } else {
+        snprintf(buf, len, "unknown");
+    }
+}
+
+static const char *api_id(const struct gw_session *s)
+{
+    return s->api != NULL ? s->api->def->api_id : "-";
+}
+
+static const char *target_name(const struct gw_session *s)
+{
+    return s->api != NULL && s->state == ST_RELAY ? s->api->ups[s->ups].name : "-";
+}
+
+/* ---- list and teardown ----------------------------------------------------- */
+
+static void list_add(struct gw_session_list *l, struct gw_session *s)
+{
+    s->prev = NULL;
+    s->next = l->head;
+    if (l->head != NULL)
+        l->head->prev = s;
+    l->head = s;
+    l->count++;
+}
+
+static void list_remove(struct gw_session_list *l, struct gw_session *s)
+{
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        l->head = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    l->count--;
+}
+
+static void session_close(struct gw_session *s, enum end_reason why)
+{
+    if (gw_log_enabled(GW_LOG_INFO)) {
+        char client[INET6_ADDRSTRLEN + 16];
+        format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
+        gw_info("conn client=%s api_id=%s target=%s attempts=%u rx=%llu tx=%llu "
+                "duration_ms=%lld end=%s",
+                client, api_id(s), target_name(s), s->attempt, (unsigned long long)s->rx,
+                (unsigned long long)s->tx, (long long)(gw_now_ms() - s->started_ms),
+                end_names[why]);
+    }
+    if (s->st != NULL) {
+        GW_STAT_ADD(s->st, cx_active, -1);
+        if (why == END_IDLE_TIMEOUT)
+            GW_STAT_ADD(s->st, idle_timeout, 1);
+        else if (why == END_MAX_DURATION)
+            GW_STAT_ADD(s->st, max_duration, 1);
+        else if (why == END_DRAIN)
+            GW_STAT_ADD(s->st, drained, 1);
+        else if (why == END_CONNECT_FAILED)
+            GW_STAT_ADD(s->st, no_upstream, 1);
+    }
+    if (s->cli != NULL)
+        bufferevent_free(s->cli);
+    if (s->up != NULL)
+        bufferevent_free(s->up);
+    if (s->timer != NULL)
+        event_free(s->timer);
+    struct gw_session_list *l = s->env.list;
+    list_remove(l, s);
+    gw_snapshot_unref(s->snap);
+    free(s);
+    if (l->count == 0 && l->on_empty != NULL)
+        l->on_empty(l->arg);
+}
+
+/* ---- deadlines ---------------------------------------------------------------- */
+
+static int64_t min_deadline(int64_t a, int64_t b)
+{
+    if (a == 0)
+        return b;
+    if (b == 0)
+        return a;
+    return a < b ? a : b;
+}
+
+/* The earliest deadline of the current state, 0 for none. */
+static int64_t next_deadline(const struct gw_session *s)
+{
+    if (s->state == ST_CONNECT)
+        return min_deadline(s->connect_deadline_ms, s->drain_deadline_ms);
+    const struct api_ext *ext = &s->api->def->ext;
+    int64_t d = s->drain_deadline_ms;
+    if (ext->idle_timeout_ms > 0)
+        d = min_deadline(d, s->active_ms + ext->idle_timeout_ms);
+    if (ext->max_connection_duration_ms > 0)
+        d = min_deadline(d, s->started_ms + ext->max_connection_duration_ms);
+    return d;
+}
+
+static void arm_timer(struct gw_session *s)
+{
+    int64_t d = next_deadline(s);
+    if (d == 0) {
+        evtimer_del(s->timer);
+        return;
+    }
+    int64_t wait = d - gw_now_ms();
+    if (wait < 0)
+        wait = 0;
+    /* The coarse clock may lag by a tick; a millisecond of slack avoids a
+     * wake-up that finds nothing due yet. */
+    wait += 1;
+    struct timeval tv = {.tv_sec = wait / 1000, .tv_usec = (wait % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+/* ---- relay --------------------------------------------------------------------- */
+
+static bool relay_done(const struct gw_session *s)
+{
+    return s->c2u.shut && s->u2c.shut;
+}
+
+/* Passes src's FIN on once dst has nothing left to write. */
+static void maybe_shutdown(struct bufferevent *dst, struct dir *d)
+{
+    if (!d->eof || d->shut)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(dst)) > 0) {
+        bufferevent_setwatermark(dst, EV_WRITE, 0, 0);
+        return;
+    }
+    shutdown(bufferevent_getfd(dst), SHUT_WR);
+    d->shut = true;
+}
+
+static void relay(struct gw_session *s, struct bufferevent *src, struct bufferevent *dst,
+                  struct dir *d)
+{
+    struct evbuffer *in = bufferevent_get_input(src);
+    struct evbuffer *out = bufferevent_get_output(dst);
+    size_t n = evbuffer_get_length(in);
+    if (n == 0)
+        return;
+    if (src == s->cli) {
+        s->rx += n;
+        GW_STAT_ADD(s->st, rx_bytes, (int64_t)n);
+    } else {
+        s->tx += n;
+        GW_STAT_ADD(s->st, tx_bytes, (int64_t)n);
+    }
+    s->active_ms = gw_now_ms();
+    evbuffer_add_buffer(out, in);
+    if (!d->paused && evbuffer_get_length(out) >= GW_RELAY_HIGH_WATERMARK) {
+        /* Stop reading until dst has written half of it (le-proxy's scheme). */
+        bufferevent_disable(src, EV_READ);
+        bufferevent_setwatermark(dst, EV_WRITE, GW_RELAY_HIGH_WATERMARK / 2, 0);
+        d->paused = true;
+        GW_STAT_ADD(s->st, paused_reading, 1);
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct gw_session *s = arg;
+    if (s->state != ST_RELAY)
+        return; /* client bytes wait in the input buffer until connected */
+    if (bev == s->cli)
+        relay(s, s->cli, s->up, &s->c2u);
+    else
+        relay(s, s->up, s->cli, &s->u2c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct gw_session *s = arg;
+    if (s->state != ST_RELAY)
+        return;
+    struct bufferevent *src = bev == s->up ? s->cli : s->up;
+    struct dir *d = bev == s->up ? &s->c2u : &s->u2c;
+    s->active_ms = gw_now_ms();
+    if (d->paused) {
+        d->paused = false;
+        bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+        if (!d->eof)
+            bufferevent_enable(src, EV_READ);
+        GW_STAT_ADD(s->st, resumed_reading, 1);
+    }
+    maybe_shutdown(bev, d);
+    if (relay_done(s))
+        session_close(s, s->failure != END_NONE ? s->failure : END_CLOSED);
+}
+
+/* A side failed: deliver what the other side still has queued, then close. */
+static void relay_failed(struct gw_session *s, struct bufferevent *bev)
+{
+    s->failure = bev == s->cli ? END_CLIENT_ERROR : END_UPSTREAM_ERROR;
+    struct bufferevent *other = bev == s->cli ? s->up : s->cli;
+    struct dir *from_bev = bev == s->cli ? &s->c2u : &s->u2c;
+    struct dir *to_bev = bev == s->cli ? &s->u2c : &s->c2u;
+    relay(s, bev, other, from_bev);
+    from_bev->eof = true;
+    to_bev->eof = to_bev->shut = true; /* nothing more can reach bev */
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    bufferevent_disable(other, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(other)) == 0)
+        session_close(s, s->failure);
+    else
+        maybe_shutdown(other, from_bev); /* on_write closes once flushed */
+}
+
+static void relay_event(struct gw_session *s, struct bufferevent *bev, short what)
+{
+    if (what & BEV_EVENT_ERROR) {
+        gw_debug("api_id=%s %s error: %s", api_id(s), bev == s->cli ? "client" : "upstream",
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        relay_failed(s, bev);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        struct bufferevent *other = bev == s->cli ? s->up : s->cli;
+        struct dir *d = bev == s->cli ? &s->c2u : &s->u2c;
+        relay(s, bev, other, d);
+        d->eof = true;
+        maybe_shutdown(other, d);
+        if (relay_done(s))
+            session_close(s, END_CLOSED);
+    }
+}
+
+/* ---- connect ---------------------------------------------------------------------- */
+
+static void connect_next(struct gw_session *s);
+
+static bool not_failed(void *ctx, size_t i)
+{
+    const struct gw_session *s = ctx;
+    unsigned id = s->api->ups[i].host_id;
+    return id >= 64 || (s->failed_hosts & (1ULL << id)) == 0;
+}
+
+static void set_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void connected(struct gw_session *s)
+{
+    s->state = ST_RELAY;
+    s->active_ms = gw_now_ms();
+    GW_STAT_ADD(s->st, upstream_cx_total, 1);
+    set_nodelay(bufferevent_getfd(s->up));
+    gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), s->api->ups[s->ups].name,
+             s->attempt);
+    /* From now on flow control is by the output buffers, not the input. */
+    bufferevent_setwatermark(s->cli, EV_READ, 0, 0);
+    bufferevent_enable(s->up, EV_READ | EV_WRITE);
+    if (!s->c2u.eof)
+        bufferevent_enable(s->cli, EV_READ);
+    relay(s, s->cli, s->up, &s->c2u);
+    maybe_shutdown(s->up, &s->c2u);
+    arm_timer(s);
+}
+
+static void connect_failed(struct gw_session *s, bool timeout)
+{
+    const struct gw_upstream *u = &s->api->ups[s->ups];
+    char addr[INET6_ADDRSTRLEN + 16];
+    format_addr((const struct sockaddr *)&u->addr[s->addr], addr, sizeof(addr));
+    if (timeout)
+        GW_STAT_ADD(s->st, connect_timeout, 1);
+    else
+        GW_STAT_ADD(s->st, connect_fail, 1);
+    gw_info("api_id=%s connect to %s (%s) failed: %s (attempt %u of %d)", api_id(s), u->name, addr,
+            timeout ? "timed out" : evutil_socket_error_to_string(s->last_errno), s->attempt,
+            s->api->def->ext.max_connect_attempts);
+    bufferevent_free(s->up);
+    s->up = NULL;
+    /* Another address of the same name belongs to the same attempt. */
+    if (!timeout && s->addr + 1 < u->naddrs) {
+        s->addr++;
+        s->attempt--;
+    } else {
+        s->addr = 0;
+        if (u->host_id < 64)
+            s->failed_hosts |= 1ULL << u->host_id;
+    }
+    connect_next(s);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct gw_session *s = arg;
+    if (s->state == ST_RELAY) {
+        relay_event(s, bev, what);
+        return;
+    }
+    if (bev == s->up) {
+        if (what & BEV_EVENT_CONNECTED) {
+            connected(s);
+        } else {
+            s->last_errno = EVUTIL_SOCKET_ERROR();
+            connect_failed(s, false);
+        }
+        return;
+    }
+    /* The client went away while we were connecting. */
+    if (what & BEV_EVENT_ERROR) {
+        session_close(s, END_CLIENT_ERROR);
+        return;
+    }
+    if (what & BEV_EVENT_EOF)
+        s->c2u.eof = true; /* its bytes, if any, are still in the input buffer */
+}
+
+static void connect_next(struct gw_session *s)
+{
+    const struct api_ext *ext = &s->api->def->ext;
+    while (s->attempt < (unsigned)ext->max_connect_attempts) {
+        if (s->addr == 0) {
+            s->ups = gw_pick(s->rr_start, s->attempt, s->api->nups, not_failed, s);
+            if (s->ups == s->api->nups) /* every host failed once: go round again */
+                s->ups = gw_pick(s->rr_start, s->attempt, s->api->nups, NULL, NULL);
+        }
+        s->attempt++;
+        const struct gw_upstream *u = &s->api->ups[s->ups];
+        s->up = bufferevent_socket_new(s->env.base, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (s->up == NULL)
+            break;
+        bufferevent_setcb(s->up, on_read, on_write, on_event, s);
+        s->connect_deadline_ms = gw_now_ms() + ext->connect_timeout_ms;
+        /* A refused connect is reported through on_event, like any other. */
+        if (bufferevent_socket_connect(s->up, (const struct sockaddr *)&u->addr[s->addr],
+                                       (int)u->addrlen[s->addr]) == 0) {
+            arm_timer(s);
+            return;
+        }
+        s->last_errno = errno;
+        GW_STAT_ADD(s->st, connect_fail, 1);
+        gw_warn("api_id=%s cannot open a socket to %s: %s", api_id(s), u->name,
+                strerror(s->last_errno));
+        bufferevent_free(s->up);
+        s->up = NULL;
+        s->addr = 0;
+    }
+    char client[INET6_ADDRSTRLEN + 16];
+    format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
+    gw_warn("api_id=%s client=%s no target could be reached after %u attempts", api_id(s), client,
+            s->attempt);
+    session_close(s, END_CONNECT_FAILED);
+}
+
+/* ---- timer -------------------------------------------------------------------------- */
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_session *s = arg;
+    int64_t now = gw_now_ms();
+    if (s->drain_deadline_ms != 0 && now >= s->drain_deadline_ms) {
+        session_close(s, END_DRAIN);
+        return;
+    }
+    if (s->state == ST_CONNECT) {
+        if (now >= s->connect_deadline_ms)
+            connect_failed(s, true);
+        else
+            arm_timer(s);
+        return;
+    }
+    const struct api_ext *ext = &s->api->def->ext;
+    if (ext->max_connection_duration_ms > 0 &&
+        now >= s->started_ms + ext->max_connection_duration_ms) {
+        session_close(s, END_MAX_DURATION);
+        return;
+    }
+    if (ext->idle_timeout_ms > 0 && now >= s->active_ms + ext->idle_timeout_ms) {
+        session_close(s, END_IDLE_TIMEOUT);
+        return;
+    }
+    arm_timer(s);
+}
+
+/* ---- public ------------------------------------------------------------------------ */
+
+void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *snap,
+                       struct gw_port *port, evutil_socket_t fd, const struct sockaddr *peer,
+                       int peerlen)
+{
+    struct gw_session *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    s->env = *env;
+    s->snap = gw_snapshot_ref(snap);
+    s->started_ms = s->active_ms = gw_now_ms();
+    if (peerlen > 0 && (size_t)peerlen <= sizeof(s->peer)) {
+        memcpy(&s->peer, peer, (size_t)peerlen);
+        s->peerlen = (socklen_t)peerlen;
+    }
+    list_add(env->list, s);
+    s->api = port->route;
+    if (s->api != NULL) {
+        s->st = &s->api->stats[env->worker_id];
+        GW_STAT_ADD(s->st, cx_total, 1);
+        GW_STAT_ADD(s->st, cx_active, 1);
+    }
+
+    set_nodelay(fd);
+    s->cli = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    s->timer = evtimer_new(env->base, on_timer, s);
+    if (s->cli == NULL || s->timer == NULL) {
+        if (s->cli == NULL)
+            evutil_closesocket(fd);
+        session_close(s, END_INTERNAL);
+        return;
+    }
+    if (s->api == NULL) {
+        char client[INET6_ADDRSTRLEN + 16];
+        format_addr(peer, client, sizeof(client));
+        gw_warn("port %d client=%s: no definition can serve this connection", port->port, client);
+        GW_STAT_ADD(&port->stats[env->worker_id], no_route, 1);
+        session_close(s, END_NO_ROUTE);
+        return;
+    }
+    bufferevent_setcb(s->cli, on_read, on_write, on_event, s);
+    /* While connecting, client bytes wait in the input buffer, up to a bound. */
+    bufferevent_setwatermark(s->cli, EV_READ, 0, GW_RELAY_HIGH_WATERMARK);
+    bufferevent_enable(s->cli, EV_READ);
+    s->rr_start = gw_rr_start(&s->api->rr, s->api->nups);
+    connect_next(s);
+}
+
+void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms)
+{
+    int64_t now = gw_now_ms();
+    struct gw_session *s = list->head;
+    while (s != NULL) {
+        struct gw_session *next = s->next;
+        int64_t ms = max_ms;
+        if (s->api != NULL && s->api->def->ext.drain_timeout_ms >= 0 &&
+            s->api->def->ext.drain_timeout_ms < ms)
+            ms = s->api->def->ext.drain_timeout_ms;
+        if (ms <= 0) {
+            session_close(s, END_DRAIN);
+        } else {
+            s->drain_deadline_ms = now + ms;
+            arm_timer(s);
+        }
+        s = next;
+    }
+}

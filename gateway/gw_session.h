@@ -1,0 +1,48 @@
+/* A proxied connection: a small state machine that owns one deadline per state.
+ *   connect (attempt n of max) -> relay -> closed
+ * Half-close is kept in relay: one side's FIN is passed on once everything it
+ * sent has been delivered, and the other direction keeps flowing. A session
+ * lives and dies on the worker that accepted it. */
+#ifndef GW_SESSION_H
+#define GW_SESSION_H
+
+#include <event2/event.h>
+#include <event2/util.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gw_snapshot.h"
+
+/* How much one direction may buffer before its reader is paused. */
+#define GW_RELAY_HIGH_WATERMARK (256 * 1024)
+
+struct gw_session;
+
+/* A worker's live sessions. on_empty is called when the last one closes. */
+struct gw_session_list {
+    struct gw_session *head;
+    size_t count;
+    void (*on_empty)(void *arg);
+    void *arg;
+};
+
+struct gw_session_env {
+    struct event_base *base;
+    int worker_id;
+    struct gw_session_list *list;
+};
+
+/* Starts proxying an accepted client socket (non-blocking) for a port of snap.
+ * Takes ownership of fd, and a reference to snap for the session's life. */
+void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *snap,
+                       struct gw_port *port, evutil_socket_t fd, const struct sockaddr *peer,
+                       int peerlen);
+
+/* Shutdown: every session gets until now + its drain timeout (the definition's
+ * own, capped by max_ms) to finish; 0 closes them at once. */
+void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms);
+
+/* Milliseconds on a monotonic clock. */
+int64_t gw_now_ms(void);
+
+#endif

@@ -1,0 +1,43 @@
+/* Per-API counters. Each worker owns one slot per API and is its only writer,
+ * so the data path takes no lock and does no atomic read-modify-write; readers
+ * (the control thread) sum the slots with relaxed loads. */
+#ifndef GW_STATS_H
+#define GW_STATS_H
+
+#include <stdint.h>
+
+/* X-macro: name, description. The order is the order of reports. */
+#define GW_API_COUNTERS(X)                                                                         \
+    X(cx_total, "connections accepted")                                                            \
+    X(cx_active, "connections open now")                                                           \
+    X(rx_bytes, "bytes read from clients")                                                         \
+    X(tx_bytes, "bytes written to clients")                                                        \
+    X(upstream_cx_total, "upstream connections established")                                       \
+    X(connect_fail, "upstream connect attempts that failed")                                       \
+    X(connect_timeout, "upstream connect attempts that timed out")                                 \
+    X(no_upstream, "clients closed because no target could be reached")                            \
+    X(idle_timeout, "connections closed by the idle timeout")                                      \
+    X(max_duration, "connections closed by max_connection_duration")                               \
+    X(drained, "connections closed by the drain timeout at shutdown")                              \
+    X(paused_reading, "times a side stopped reading because the other side was slow")              \
+    X(resumed_reading, "times a side resumed reading")
+
+struct gw_api_stats {
+#define GW_STAT_FIELD(name, desc) int64_t name;
+    GW_API_COUNTERS(GW_STAT_FIELD)
+#undef GW_STAT_FIELD
+} __attribute__((aligned(64)));
+
+/* Single-writer update: a plain load and store, atomic only so readers on other
+ * threads see whole values. */
+#define GW_STAT_ADD(slot, field, n)                                                                \
+    __atomic_store_n(&(slot)->field, __atomic_load_n(&(slot)->field, __ATOMIC_RELAXED) + (n),      \
+                     __ATOMIC_RELAXED)
+
+/* Sums `count` per-worker slots into out. */
+void gw_stats_sum(const struct gw_api_stats *slots, int count, struct gw_api_stats *out);
+
+/* Formats "name=value name=value ..." for the log. */
+void gw_stats_format(const struct gw_api_stats *s, char *buf, size_t buflen);
+
+#endif

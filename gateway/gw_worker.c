@@ -1,0 +1,243 @@
+#include "gw_worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "gw_log.h"
+#include "gw_session.h"
+
+/* After accept fails for lack of descriptors or memory, the listener rests this
+ * long, so the loop does not spin while nothing can be accepted. */
+#define ACCEPT_BACKOFF_MS 100
+/* Accept errors are logged at most once per this interval. */
+#define ACCEPT_LOG_INTERVAL_MS 5000
+
+struct listener {
+    struct gw_worker *w;
+    struct gw_port *port;
+    struct evconnlistener *lev;
+    struct event *retry;
+};
+
+struct gw_worker {
+    int id;
+    pthread_t thread;
+    bool started;
+    struct event_base *base;
+    struct gw_snapshot *snap;
+    struct listener *listeners;
+    size_t nlisteners;
+    struct gw_session_list sessions;
+    int cmd_fd; /* eventfd: the control thread's only way in */
+    struct event *cmd;
+    bool stopping;           /* worker thread only */
+    int64_t stop_drain_ms;   /* written before cmd is activated */
+    int64_t last_accept_log; /* ms */
+    uint64_t accept_errors_since_log;
+    void (*on_exit)(void *arg);
+    void *arg;
+};
+
+static void on_sessions_empty(void *arg)
+{
+    struct gw_worker *w = arg;
+    if (w->stopping)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lev;
+    struct listener *l = arg;
+    struct gw_session_env env = {
+        .base = l->w->base, .worker_id = l->w->id, .list = &l->w->sessions};
+    gw_session_accept(&env, l->w->snap, l->port, fd, sa, salen);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct listener *l = arg;
+    if (l->lev != NULL)
+        evconnlistener_enable(l->lev);
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    struct listener *l = arg;
+    struct gw_worker *w = l->w;
+    int err = EVUTIL_SOCKET_ERROR();
+    int64_t now = gw_now_ms();
+    w->accept_errors_since_log++;
+    if (now - w->last_accept_log >= ACCEPT_LOG_INTERVAL_MS) {
+        gw_error("worker %d port %d: accept failed: %s (%llu times since the last report); "
+                 "pausing accepts for %d ms",
+                 w->id, l->port->port, evutil_socket_error_to_string(err),
+                 (unsigned long long)w->accept_errors_since_log, ACCEPT_BACKOFF_MS);
+        w->last_accept_log = now;
+        w->accept_errors_since_log = 0;
+    }
+    /* Never leave the accept loop: rest, then listen again. Live sessions
+     * go on meanwhile, and their closing frees descriptors. */
+    evconnlistener_disable(lev);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
+    evtimer_add(l->retry, &tv);
+}
+
+static void close_listeners(struct gw_worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct listener *l = &w->listeners[i];
+        if (l->lev != NULL)
+            evconnlistener_free(l->lev);
+        if (l->retry != NULL)
+            event_free(l->retry);
+        l->lev = NULL;
+        l->retry = NULL;
+    }
+}
+
+static void on_cmd(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct gw_worker *w = arg;
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) != sizeof(v))
+        return;
+    w->stopping = true;
+    close_listeners(w);
+    int64_t drain = __atomic_load_n(&w->stop_drain_ms, __ATOMIC_ACQUIRE);
+    gw_session_list_drain(&w->sessions, drain);
+    if (w->sessions.count == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, void (*on_exit)(void *arg),
+                                void *arg)
+{
+    struct gw_worker *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    w->id = id;
+    w->cmd_fd = -1;
+    w->on_exit = on_exit;
+    w->arg = arg;
+    w->sessions.on_empty = on_sessions_empty;
+    w->sessions.arg = w;
+    struct event_config *cfg = event_config_new();
+    if (cfg == NULL)
+        goto fail;
+    /* One thread owns this base and other threads reach it only through the
+     * eventfd, so libevent needs no locks here. */
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (w->base == NULL)
+        goto fail;
+    w->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->cmd_fd < 0)
+        goto fail;
+    w->cmd = event_new(w->base, w->cmd_fd, EV_READ | EV_PERSIST, on_cmd, w);
+    if (w->cmd == NULL || event_add(w->cmd, NULL) != 0)
+        goto fail;
+    w->snap = gw_snapshot_ref(snap);
+    return w;
+fail:
+    gw_worker_free(w);
+    return NULL;
+}
+
+int gw_worker_listen(struct gw_worker *w, int fd, struct gw_port *port)
+{
+    struct listener *n = realloc(w->listeners, (w->nlisteners + 1) * sizeof(*n));
+    if (n == NULL) {
+        evutil_closesocket(fd);
+        return -1;
+    }
+    w->listeners = n;
+    struct listener *l = &w->listeners[w->nlisteners];
+    memset(l, 0, sizeof(*l));
+    l->w = w;
+    l->port = port;
+    l->retry = evtimer_new(w->base, on_retry, l);
+    /* backlog 0: the socket is already listening. */
+    l->lev = evconnlistener_new(w->base, on_accept, l,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (l->lev == NULL || l->retry == NULL) {
+        if (l->lev == NULL)
+            evutil_closesocket(fd);
+        else
+            evconnlistener_free(l->lev);
+        if (l->retry != NULL)
+            event_free(l->retry);
+        return -1;
+    }
+    evconnlistener_set_error_cb(l->lev, on_accept_error);
+    w->nlisteners++;
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct gw_worker *w = arg;
+    /* Signals are the control thread's business. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    event_base_dispatch(w->base);
+    close_listeners(w);
+    if (w->on_exit != NULL)
+        w->on_exit(w->arg);
+    return NULL;
+}
+
+int gw_worker_start(struct gw_worker *w)
+{
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return -1;
+    w->started = true;
+    return 0;
+}
+
+void gw_worker_stop(struct gw_worker *w, int64_t drain_ms)
+{
+    __atomic_store_n(&w->stop_drain_ms, drain_ms, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    if (write(w->cmd_fd, &one, sizeof(one)) != sizeof(one))
+        gw_error("worker %d: cannot signal stop: %s", w->id, strerror(errno));
+}
+
+void gw_worker_join(struct gw_worker *w)
+{
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void gw_worker_free(struct gw_worker *w)
+{
+    if (w == NULL)
+        return;
+    gw_worker_join(w);
+    /* Sessions still open here (a forced exit) close with the base. */
+    gw_session_list_drain(&w->sessions, 0);
+    close_listeners(w);
+    free(w->listeners);
+    if (w->cmd != NULL)
+        event_free(w->cmd);
+    if (w->cmd_fd >= 0)
+        close(w->cmd_fd);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    gw_snapshot_unref(w->snap);
+    free(w);
+}

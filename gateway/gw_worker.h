@@ -1,0 +1,32 @@
+/* A worker thread: its own event_base, its own SO_REUSEPORT listener per port,
+ * and the sessions it accepted. Nothing on its data path is shared with other
+ * workers except the read-only snapshot and the per-definition round-robin
+ * counter. */
+#ifndef GW_WORKER_H
+#define GW_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gw_snapshot.h"
+
+struct gw_worker;
+
+/* on_exit runs on the worker's thread just before it ends. */
+struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, void (*on_exit)(void *arg),
+                                void *arg) __attribute__((warn_unused_result));
+
+/* Adds a listening socket for a port of the worker's snapshot; takes the fd. */
+int gw_worker_listen(struct gw_worker *w, int fd, struct gw_port *port)
+    __attribute__((warn_unused_result));
+
+int gw_worker_start(struct gw_worker *w) __attribute__((warn_unused_result));
+
+/* Thread-safe. Closes the listeners; live sessions get drain_ms to finish
+ * (0: close them now). The thread ends when none are left. */
+void gw_worker_stop(struct gw_worker *w, int64_t drain_ms);
+
+void gw_worker_join(struct gw_worker *w);
+void gw_worker_free(struct gw_worker *w);
+
+#endif
