@@ -32,7 +32,7 @@ struct gw_worker {
     bool started;
     struct event_base *base;
     struct gw_snapshot *snap;
-    struct listener *listeners;
+    struct listener **listeners; /* each separately allocated: libevent holds pointers */
     size_t nlisteners;
     struct gw_session_list sessions;
     int cmd_fd; /* eventfd: the control thread's only way in */
@@ -96,7 +96,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 static void close_listeners(struct gw_worker *w)
 {
     for (size_t i = 0; i < w->nlisteners; i++) {
-        struct listener *l = &w->listeners[i];
+        struct listener *l = w->listeners[i];
         if (l->lev != NULL)
             evconnlistener_free(l->lev);
         if (l->retry != NULL)
@@ -158,14 +158,15 @@ fail:
 
 int gw_worker_listen(struct gw_worker *w, int fd, struct gw_port *port)
 {
-    struct listener *n = realloc(w->listeners, (w->nlisteners + 1) * sizeof(*n));
-    if (n == NULL) {
+    struct listener **n = realloc(w->listeners, (w->nlisteners + 1) * sizeof(*n));
+    struct listener *l = calloc(1, sizeof(*l));
+    if (n != NULL)
+        w->listeners = n;
+    if (n == NULL || l == NULL) {
+        free(l);
         evutil_closesocket(fd);
         return -1;
     }
-    w->listeners = n;
-    struct listener *l = &w->listeners[w->nlisteners];
-    memset(l, 0, sizeof(*l));
     l->w = w;
     l->port = port;
     l->retry = evtimer_new(w->base, on_retry, l);
@@ -179,10 +180,11 @@ int gw_worker_listen(struct gw_worker *w, int fd, struct gw_port *port)
             evconnlistener_free(l->lev);
         if (l->retry != NULL)
             event_free(l->retry);
+        free(l);
         return -1;
     }
     evconnlistener_set_error_cb(l->lev, on_accept_error);
-    w->nlisteners++;
+    w->listeners[w->nlisteners++] = l;
     return 0;
 }
 
@@ -231,6 +233,8 @@ void gw_worker_free(struct gw_worker *w)
     /* Sessions still open here (a forced exit) close with the base. */
     gw_session_list_drain(&w->sessions, 0);
     close_listeners(w);
+    for (size_t i = 0; i < w->nlisteners; i++)
+        free(w->listeners[i]);
     free(w->listeners);
     if (w->cmd != NULL)
         event_free(w->cmd);

@@ -1,0 +1,51 @@
+# A thin wrapper around CMake and ctest. The two commands a new machine needs:
+#   make run    install what is missing, build, start tcpgate on apidefs/examples/
+#   make test   install what is missing, build, run every test (also under ASan/UBSan)
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps build build-asan run test test-fast format check-format clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/Makefile: CMakeLists.txt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j$(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DTCPGATE_SANITIZE=ON
+	cmake --build $(BUILD_ASAN) -j$(JOBS)
+
+run: build
+	@scripts/run-examples.sh $(BUILD)/tcpgate
+
+# The whole suite twice: the optimised build, then under AddressSanitizer and
+# UndefinedBehaviorSanitizer.
+test: build build-asan check-format
+	cd $(BUILD) && ctest --output-on-failure -j1
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j1
+
+# The optimised build's suite only, for a quick loop while editing.
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j1
+
+SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+
+format:
+	clang-format -i $(SOURCES)
+
+check-format:
+	@out=$$(clang-format --dry-run $(SOURCES) 2>&1); \
+	if [ -n "$$out" ]; then echo "$$out" | head -20; \
+		echo "sources are not formatted: run 'make format'"; exit 1; fi
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

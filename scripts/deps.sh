@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what tcpgate needs to build, test and run its examples, using only
+# Debian's packages. As root it runs apt-get; otherwise it prints the command.
+set -euo pipefail
+
+packages=(
+    # build
+    cmake make gcc pkg-config clang-format
+    libssl-dev libevent-dev libjansson-dev libhiredis-dev libcmocka-dev
+    # peers for the tests, the examples and the benchmarks
+    python3 openssl redis-server redis-tools haproxy iperf3 procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+# python3 may come from elsewhere than Debian (pyenv, /usr/local); that is fine.
+if command -v python3 >/dev/null 2>&1; then
+    missing=("${missing[@]/python3/}")
+fi
+read -r -a missing <<<"${missing[*]:-}"
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+    echo "tcpgate needs these Debian packages: ${missing[*]}" >&2
+    echo "run as root:  apt-get update && $cmd" >&2
+    exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+$cmd -qq
