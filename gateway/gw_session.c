@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,6 +240,50 @@ static void maybe_shutdown(struct bufferevent *dst, struct dir *d)
     d->shut = true;
 }
 
+/* libevent 2.1 reads at most 4 KiB per wake-up. When such a read came back
+ * full, read on from the socket straight into dst's output buffer, up to the
+ * watermark. An EOF or error found here is left in the socket for libevent's
+ * next read, so it is reported through on_event like any other. */
+#define LIBEVENT_READ_CHUNK 4096
+#define READ_MORE_CHUNK (64 * 1024)
+
+static size_t read_more(evutil_socket_t fd, struct evbuffer *out, size_t room)
+{
+    size_t total = 0;
+    while (room > 0) {
+        size_t want = room < READ_MORE_CHUNK ? room : READ_MORE_CHUNK;
+        struct evbuffer_iovec v[2];
+        int nv = evbuffer_reserve_space(out, (ev_ssize_t)want, v, 2);
+        if (nv <= 0)
+            break;
+        struct iovec iov[2];
+        size_t space = 0;
+        for (int i = 0; i < nv; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+            space += v[i].iov_len;
+        }
+        ssize_t r = readv(fd, iov, nv);
+        if (r <= 0) {
+            evbuffer_commit_space(out, v, 0);
+            break;
+        }
+        size_t left = (size_t)r;
+        int used = 0;
+        for (; used < nv && left > 0; used++) {
+            if (v[used].iov_len > left)
+                v[used].iov_len = left;
+            left -= v[used].iov_len;
+        }
+        evbuffer_commit_space(out, v, used);
+        total += (size_t)r;
+        room -= (size_t)r < room ? (size_t)r : room;
+        if ((size_t)r < space)
+            break; /* the socket is drained */
+    }
+    return total;
+}
+
 static void relay(struct gw_session *s, struct bufferevent *src, struct bufferevent *dst,
                   struct dir *d)
 {
@@ -247,6 +292,10 @@ static void relay(struct gw_session *s, struct bufferevent *src, struct bufferev
     size_t n = evbuffer_get_length(in);
     if (n == 0)
         return;
+    evbuffer_add_buffer(out, in);
+    size_t queued = evbuffer_get_length(out);
+    if (n >= LIBEVENT_READ_CHUNK && queued < GW_RELAY_HIGH_WATERMARK)
+        n += read_more(bufferevent_getfd(src), out, GW_RELAY_HIGH_WATERMARK - queued);
     if (src == s->cli) {
         s->rx += n;
         GW_STAT_ADD(s->st, rx_bytes, (int64_t)n);
@@ -255,7 +304,6 @@ static void relay(struct gw_session *s, struct bufferevent *src, struct bufferev
         GW_STAT_ADD(s->st, tx_bytes, (int64_t)n);
     }
     s->active_ms = gw_now_ms();
-    evbuffer_add_buffer(out, in);
     if (!d->paused && evbuffer_get_length(out) >= GW_RELAY_HIGH_WATERMARK) {
         /* Stop reading until dst has written half of it (le-proxy's scheme). */
         bufferevent_disable(src, EV_READ);
@@ -434,6 +482,7 @@ static void connect_next(struct gw_session *s)
         if (s->up == NULL)
             break;
         bufferevent_setcb(s->up, on_read, on_write, on_event, s);
+        bufferevent_set_max_single_write(s->up, GW_RELAY_HIGH_WATERMARK);
         s->connect_deadline_ms = gw_now_ms() + ext->connect_timeout_ms;
         /* A refused connect is reported through on_event, like any other. */
         if (bufferevent_socket_connect(s->up, (const struct sockaddr *)&u->addr[s->addr],
@@ -532,6 +581,7 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
         return;
     }
     bufferevent_setcb(s->cli, on_read, on_write, on_event, s);
+    bufferevent_set_max_single_write(s->cli, GW_RELAY_HIGH_WATERMARK);
     /* While connecting, client bytes wait in the input buffer, up to a bound. */
     bufferevent_setwatermark(s->cli, EV_READ, 0, GW_RELAY_HIGH_WATERMARK);
     bufferevent_enable(s->cli, EV_READ);
