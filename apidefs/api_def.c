@@ -62,8 +62,9 @@ static void parse_command(struct api_json_ctx *c, json_t *cmd, const char *field
     char f[256];
     char *name = NULL;
     snprintf(f, sizeof(f), "%s.name", field);
-    api_json_string(c, cmd, "name", f, &name);
-    if (name == NULL)
+    if (api_json_string(c, cmd, "name", f, &name) != 0)
+        ; /* the type error is reported */
+    else if (name == NULL)
         api_json_err(c, f, "missing (use \"send\" or \"expect\")");
     else if (strcmp(name, "send") == 0)
         out->kind = API_CMD_SEND;
@@ -97,8 +98,9 @@ static void parse_check(struct api_json_ctx *c, json_t *e, const char *field, st
         return;
     }
     snprintf(f, sizeof(f), "%s.url", field);
-    api_json_string(c, e, "url", f, &chk->url);
-    if (chk->url == NULL) {
+    if (api_json_string(c, e, "url", f, &chk->url) != 0) {
+        /* the type error is reported */
+    } else if (chk->url == NULL) {
         api_json_err(c, f, "missing");
     } else {
         char e2[320];
@@ -259,8 +261,10 @@ static void parse_proxy(struct api_json_ctx *c, json_t *root, struct api_def *de
     json_t *proxy;
     if (api_json_object(c, root, "proxy", "proxy", &proxy) != 0)
         return;
+    int url_rc = 0, list_rc = 0;
     if (proxy != NULL) {
-        api_json_string(c, proxy, "target_url", "proxy.target_url", &def->proxy.target_url);
+        url_rc =
+            api_json_string(c, proxy, "target_url", "proxy.target_url", &def->proxy.target_url);
         api_json_bool(c, proxy, "enable_load_balancing", "proxy.enable_load_balancing",
                       &def->proxy.enable_load_balancing);
         api_json_bool(c, proxy, "check_host_against_uptime_tests",
@@ -275,8 +279,9 @@ static void parse_proxy(struct api_json_ctx *c, json_t *root, struct api_def *de
 
     char **list = NULL;
     size_t n = 0;
-    if (proxy != NULL &&
-        api_json_string_array(c, proxy, "target_list", "proxy.target_list", &list, &n) == 0) {
+    if (proxy != NULL)
+        list_rc = api_json_string_array(c, proxy, "target_list", "proxy.target_list", &list, &n);
+    if (list_rc == 0 && list != NULL) {
         def->proxy.targets = calloc(n ? n : 1, sizeof(struct api_target));
         if (def->proxy.targets == NULL)
             abort();
@@ -299,6 +304,8 @@ static void parse_proxy(struct api_json_ctx *c, json_t *root, struct api_def *de
         if (api_target_parse(def->proxy.target_url, &def->proxy.target, e, sizeof(e)) != 0)
             api_json_err(c, "proxy.target_url", "%s", e);
     }
+    if (url_rc != 0 || list_rc != 0)
+        return; /* a type error is reported; "missing" would mislead */
     if (def->proxy.enable_load_balancing) {
         if (n == 0)
             api_json_err(c, "proxy.target_list", "empty while load balancing is enabled");
@@ -392,8 +399,9 @@ struct api_def *api_def_parse(const char *file, const char *json, size_t len,
     }
 
     char *proto = NULL;
-    api_json_string(&c, root, "protocol", "protocol", &proto);
-    if (proto == NULL || proto[0] == '\0')
+    if (api_json_string(&c, root, "protocol", "protocol", &proto) != 0)
+        ; /* the type error is reported */
+    else if (proto == NULL || proto[0] == '\0')
         api_json_err(&c, "protocol", "missing (use \"tcp\" or \"tls\")");
     else if (strcmp(proto, "tcp") == 0)
         def->protocol = API_PROTO_TCP;

@@ -1,5 +1,6 @@
 #include "api_duration.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,31 +49,37 @@ int api_duration_parse(const char *s, int64_t *out_ms, char *err, size_t errlen)
         *out_ms = 0;
         return 0;
     }
-    /* Sum in nanoseconds as (whole units) + (fraction), checking each step. */
-    long double total_ns = 0;
+    /* Exact integer arithmetic in nanoseconds: a decimal fraction such as
+     * "4.35s" must give 4350 ms, not whatever binary floating point rounds to. */
+    const __int128 limit = (__int128)MAX_MS * NS_PER_MS;
+    __int128 total_ns = 0;
     const char *p = s;
     while (*p != '\0') {
         if (!(*p >= '0' && *p <= '9') && *p != '.') {
             snprintf(err, errlen, "invalid duration \"%s\": expected a number at \"%s\"", s, p);
             return -1;
         }
-        long double value = 0;
+        __int128 whole = 0, frac = 0, scale = 1;
+        bool frac_rest = false; /* non-zero digits beyond the precision kept */
         int digits = 0;
         while (*p >= '0' && *p <= '9') {
-            value = value * 10 + (*p - '0');
+            whole = whole * 10 + (*p - '0');
             digits++;
             p++;
-            if (value > 1e30L) {
+            if (whole > limit) {
                 snprintf(err, errlen, "invalid duration \"%s\": too large", s);
                 return -1;
             }
         }
         if (*p == '.') {
             p++;
-            long double scale = 0.1L;
             while (*p >= '0' && *p <= '9') {
-                value += (*p - '0') * scale;
-                scale /= 10;
+                if (scale < 1000000000000000000LL) {
+                    frac = frac * 10 + (*p - '0');
+                    scale *= 10;
+                } else if (*p != '0') {
+                    frac_rest = true;
+                }
                 digits++;
                 p++;
             }
@@ -89,15 +96,14 @@ int api_duration_parse(const char *s, int64_t *out_ms, char *err, size_t errlen)
             return -1;
         }
         p += ulen;
-        total_ns += value * (long double)u->ns;
-        if (total_ns > (long double)MAX_MS * NS_PER_MS) {
+        __int128 part = frac * u->ns;
+        total_ns += whole * u->ns + part / scale + (part % scale != 0 || frac_rest);
+        if (total_ns > limit) {
             snprintf(err, errlen, "invalid duration \"%s\": too large", s);
             return -1;
         }
     }
     int64_t ns = (int64_t)total_ns;
-    if ((long double)ns < total_ns)
-        ns++;
     *out_ms = ns / NS_PER_MS + (ns % NS_PER_MS != 0);
     return 0;
 }

@@ -15,12 +15,12 @@ static const struct api_def *find_conflict(const struct api_set *set, const stru
 {
     for (size_t i = 0; i < set->count; i++) {
         const struct api_def *o = set->defs[i];
-        if (!o->active)
-            continue;
         if (strcmp(o->api_id, def->api_id) == 0) {
             *what = "api_id";
             return o;
         }
+        if (!o->active || !def->active)
+            continue;
         if (o->listen_port != def->listen_port)
             continue;
         if (o->protocol != def->protocol) {
@@ -38,35 +38,33 @@ static const struct api_def *find_conflict(const struct api_set *set, const stru
 int api_set_add(struct api_set *set, struct api_def *def, api_port_allowed_fn allowed, void *ctx,
                 struct api_diags *diags)
 {
-    if (def->active) {
-        if (allowed != NULL && !allowed(ctx, def->protocol, def->listen_port)) {
-            api_diags_add(diags, API_SEV_ERROR, def->file, "listen_port",
-                          "port %d is not allowed for %s by the gateway's ports_whitelist",
-                          def->listen_port, api_protocol_name(def->protocol));
-            api_def_free(def);
-            return -1;
-        }
-        const char *what = NULL;
-        const struct api_def *o = find_conflict(set, def, &what);
-        if (o != NULL) {
-            if (strcmp(what, "api_id") == 0)
-                api_diags_add(diags, API_SEV_ERROR, def->file, "api_id",
-                              "\"%s\" is already used by %s", def->api_id, o->file);
-            else if (strcmp(what, "protocol") == 0)
-                api_diags_add(diags, API_SEV_ERROR, def->file, "protocol",
-                              "port %d is already served as %s by %s; one port has one protocol",
-                              def->listen_port, api_protocol_name(o->protocol), o->file);
-            else if (api_def_domain(def)[0] == '\0')
-                api_diags_add(diags, API_SEV_ERROR, def->file, "domain",
-                              "port %d already has a definition without a domain in %s",
-                              def->listen_port, o->file);
-            else
-                api_diags_add(diags, API_SEV_ERROR, def->file, "domain",
-                              "port %d and domain \"%s\" are already claimed by %s",
-                              def->listen_port, api_def_domain(def), o->file);
-            api_def_free(def);
-            return -1;
-        }
+    if (def->active && allowed != NULL && !allowed(ctx, def->protocol, def->listen_port)) {
+        api_diags_add(diags, API_SEV_ERROR, def->file, "listen_port",
+                      "port %d is not allowed for %s by the gateway's ports_whitelist",
+                      def->listen_port, api_protocol_name(def->protocol));
+        api_def_free(def);
+        return -1;
+    }
+    const char *what = NULL;
+    const struct api_def *o = find_conflict(set, def, &what);
+    if (o != NULL) {
+        if (strcmp(what, "api_id") == 0)
+            api_diags_add(diags, API_SEV_ERROR, def->file, "api_id", "\"%s\" is already used by %s",
+                          def->api_id, o->file);
+        else if (strcmp(what, "protocol") == 0)
+            api_diags_add(diags, API_SEV_ERROR, def->file, "protocol",
+                          "port %d is already served as %s by %s; one port has one protocol",
+                          def->listen_port, api_protocol_name(o->protocol), o->file);
+        else if (api_def_domain(def)[0] == '\0')
+            api_diags_add(diags, API_SEV_ERROR, def->file, "domain",
+                          "port %d already has a definition without a domain in %s",
+                          def->listen_port, o->file);
+        else
+            api_diags_add(diags, API_SEV_ERROR, def->file, "domain",
+                          "port %d and domain \"%s\" are already claimed by %s", def->listen_port,
+                          api_def_domain(def), o->file);
+        api_def_free(def);
+        return -1;
     }
     if (set->count == set->cap) {
         size_t cap = set->cap ? set->cap * 2 : 16;

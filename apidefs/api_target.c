@@ -19,8 +19,8 @@ static bool valid_hostname(const char *h, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = h[i];
         if (c == '.') {
-            if (label == 0)
-                return false; /* empty label: "a..b" or ".a" */
+            if (label == 0 || h[i - 1] == '-')
+                return false; /* empty label ("a..b", ".a") or one ending in '-' */
             label = 0;
             continue;
         }
@@ -31,7 +31,7 @@ static bool valid_hostname(const char *h, size_t n)
         if (c == '-' && label == 1)
             return false;
     }
-    return true;
+    return h[n - 1] != '-';
 }
 
 static int parse_port(const char *p, uint16_t *port, const char *s, char *err, size_t errlen)

@@ -131,8 +131,13 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
     int64_t grace = -1;
     if (api_json_int(&c, root, "graceful_shutdown_timeout_duration",
                      "graceful_shutdown_timeout_duration", &grace) == 0 &&
-        grace >= 0)
-        cfg->drain_timeout_ms = grace * 1000;
+        grace != -1) {
+        if (grace < 0 || grace > GW_MAX_DRAIN_S)
+            api_json_err(&c, "graceful_shutdown_timeout_duration",
+                         "must be between 0 and %d seconds", GW_MAX_DRAIN_S);
+        else
+            cfg->drain_timeout_ms = grace * 1000;
+    }
 
     json_t *st;
     if (api_json_object(&c, root, "storage", "storage", &st) == 0 && st != NULL) {
@@ -174,8 +179,11 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
         static const char *const known[] = {"workers", "drain_timeout", NULL};
         api_json_strict_keys(&c, ext, API_EXT_KEY, known);
         get_small_int(&c, ext, "workers", API_EXT_KEY ".workers", 0, 1024, &cfg->workers);
-        api_json_duration(&c, ext, "drain_timeout", API_EXT_KEY ".drain_timeout",
-                          &cfg->drain_timeout_ms);
+        if (api_json_duration(&c, ext, "drain_timeout", API_EXT_KEY ".drain_timeout",
+                              &cfg->drain_timeout_ms) == 0 &&
+            cfg->drain_timeout_ms > (int64_t)GW_MAX_DRAIN_S * 1000)
+            api_json_err(&c, API_EXT_KEY ".drain_timeout", "must be at most %d seconds",
+                         GW_MAX_DRAIN_S);
     }
 
     json_decref(root);

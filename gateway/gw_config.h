@@ -54,6 +54,7 @@ struct gw_config {
 
 #define GW_DEFAULT_APP_PATH "apps"
 #define GW_DEFAULT_DRAIN_TIMEOUT_MS 30000
+#define GW_MAX_DRAIN_S (7 * 24 * 3600) /* a week: longer is a typo */
 
 /* Fills defaults. */
 void gw_config_init(struct gw_config *cfg);

@@ -17,6 +17,8 @@ void gw_stats_sum(const struct gw_api_stats *slots, int count, struct gw_api_sta
 void gw_stats_format(const struct gw_api_stats *s, char *buf, size_t buflen)
 {
     size_t n = 0;
+    if (buflen == 0)
+        return;
     buf[0] = '\0';
 #define GW_STAT_FMT(name, desc)                                                                    \
     if (n < buflen)                                                                                \
