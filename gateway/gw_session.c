@@ -61,7 +61,7 @@ struct gw_session {
     struct event *timer;
     enum state state;
 
-    size_t rr_start;
+    unsigned rr_turn;      /* this connection's round-robin turn */
     unsigned attempt;      /* connect attempts made so far */
     size_t ups;            /* current upstream index */
     int addr;              /* address index within it */
@@ -472,9 +472,12 @@ static void connect_next(struct gw_session *s)
     const struct api_ext *ext = &s->api->def->ext;
     while (s->attempt < (unsigned)ext->max_connect_attempts) {
         if (s->addr == 0) {
-            s->ups = gw_pick(s->rr_start, s->attempt, s->api->nups, not_failed, s);
-            if (s->ups == s->api->nups) /* every host failed once: go round again */
-                s->ups = gw_pick(s->rr_start, s->attempt, s->api->nups, NULL, NULL);
+            size_t n = s->api->nups, i;
+            if (s->attempt == 0)
+                i = gw_pick_first(s->rr_turn, n, NULL, NULL);
+            else if ((i = gw_pick_next(s->ups, n, not_failed, s)) == n)
+                i = gw_pick_next(s->ups, n, NULL, NULL); /* all failed once: go round again */
+            s->ups = i;
         }
         s->attempt++;
         const struct gw_upstream *u = &s->api->ups[s->ups];
@@ -585,7 +588,7 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     /* While connecting, client bytes wait in the input buffer, up to a bound. */
     bufferevent_setwatermark(s->cli, EV_READ, 0, GW_RELAY_HIGH_WATERMARK);
     bufferevent_enable(s->cli, EV_READ);
-    s->rr_start = gw_rr_start(&s->api->rr, s->api->nups);
+    s->rr_turn = gw_rr_next(&s->api->rr);
     connect_next(s);
 }
 

@@ -1,5 +1,5 @@
 /* Unit tests for gateway/gw_balancer.c: round robin with weighting by repeats,
- * skipping targets that may not be picked. */
+ * over the targets that may be picked, and retries that move to the next one. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -25,102 +25,55 @@ static bool eligible(void *ctx, size_t i)
     return e->ok[i];
 }
 
-static void test_rr_start_sequence(void **state)
+static void test_rr_next_sequence(void **state)
 {
     (void)state;
-    unsigned counter = 0;
-    static const size_t want[] = {0, 1, 2, 0, 1, 2};
-    for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++)
-        assert_int_equal(gw_rr_start(&counter, 3), want[k]);
+    unsigned counter = 0, other = 0;
+    for (unsigned k = 0; k < 6; k++)
+        assert_int_equal(gw_rr_next(&counter), k);
     assert_int_equal(counter, 6);
+    assert_int_equal(gw_rr_next(&other), 0); /* counters are independent */
 }
 
-static void test_rr_start_single_and_empty(void **state)
+static void test_first_all_eligible(void **state)
 {
     (void)state;
-    unsigned counter = 0;
-    for (int k = 0; k < 5; k++)
-        assert_int_equal(gw_rr_start(&counter, 1), 0);
-    assert_int_equal(gw_rr_start(&counter, 0), 0);
-    /* The first pick of a fresh counter is index 0. */
-    unsigned fresh = 0;
-    assert_int_equal(gw_rr_start(&fresh, 5), 0);
-    assert_int_equal(gw_rr_start(&fresh, 5), 1);
-}
-
-static void test_rr_start_counters_independent(void **state)
-{
-    (void)state;
-    unsigned a = 0, b = 0;
-    assert_int_equal(gw_rr_start(&a, 2), 0);
-    assert_int_equal(gw_rr_start(&a, 2), 1);
-    assert_int_equal(gw_rr_start(&b, 2), 0);
-    assert_int_equal(gw_rr_start(&a, 2), 0);
-}
-
-static void test_pick_all_eligible(void **state)
-{
-    (void)state;
-    const size_t n = 4;
     static const bool all[4] = {true, true, true, true};
     struct elig e = {.ok = all, .n = 4, .calls = 0};
-    for (size_t start = 0; start < n; start++) {
-        for (unsigned attempt = 0; attempt < 10; attempt++) {
-            size_t want = (start + attempt) % n;
-            assert_int_equal(gw_pick(start, attempt, n, NULL, NULL), want);
-            assert_int_equal(gw_pick(start, attempt, n, eligible, &e), want);
-        }
+    for (unsigned turn = 0; turn < 12; turn++) {
+        assert_int_equal(gw_pick_first(turn, 4, NULL, NULL), turn % 4);
+        assert_int_equal(gw_pick_first(turn, 4, eligible, &e), turn % 4);
     }
     assert_true(e.calls > 0);
+    assert_int_equal(gw_pick_first(7, 1, NULL, NULL), 0);
 }
 
-static void test_pick_skips_ineligible(void **state)
+static void test_first_spreads_over_eligible(void **state)
 {
     (void)state;
-    static const bool ok[4] = {true, false, true, false};
-    struct elig e = {.ok = ok, .n = 4, .calls = 0};
-    /* From start 1, the first eligible target is 2, then 0. */
-    assert_int_equal(gw_pick(1, 0, 4, eligible, &e), 2);
-    assert_int_equal(gw_pick(1, 1, 4, eligible, &e), 0);
-    assert_int_equal(gw_pick(0, 0, 4, eligible, &e), 0);
-    assert_int_equal(gw_pick(0, 1, 4, eligible, &e), 2);
-    assert_int_equal(gw_pick(3, 0, 4, eligible, &e), 0);
-    assert_int_equal(gw_pick(3, 1, 4, eligible, &e), 2);
-    assert_int_equal(gw_pick(2, 0, 4, eligible, &e), 2);
-    assert_int_equal(gw_pick(2, 1, 4, eligible, &e), 0);
+    /* A target out of three is out: the other two share evenly. */
+    static const bool ok[3] = {true, false, true};
+    struct elig e = {.ok = ok, .n = 3, .calls = 0};
+    int hits[3] = {0, 0, 0};
+    unsigned counter = 0;
+    for (int k = 0; k < 300; k++) {
+        size_t i = gw_pick_first(gw_rr_next(&counter), 3, eligible, &e);
+        assert_true(i < 3);
+        hits[i]++;
+    }
+    assert_int_equal(hits[0], 150);
+    assert_int_equal(hits[1], 0);
+    assert_int_equal(hits[2], 150);
 }
 
-static void test_pick_wraps_over_eligible(void **state)
-{
-    (void)state;
-    static const bool ok[5] = {false, true, false, true, false};
-    struct elig e = {.ok = ok, .n = 5, .calls = 0};
-    /* Two eligible targets, six attempts: 1, 3, 1, 3, 1, 3. */
-    static const size_t want[] = {1, 3, 1, 3, 1, 3};
-    for (unsigned a = 0; a < 6; a++)
-        assert_int_equal(gw_pick(0, a, 5, eligible, &e), want[a]);
-    /* Starting past the last eligible one wraps to the front. */
-    assert_int_equal(gw_pick(4, 0, 5, eligible, &e), 1);
-    assert_int_equal(gw_pick(4, 1, 5, eligible, &e), 3);
-    assert_int_equal(gw_pick(4, 2, 5, eligible, &e), 1);
-
-    /* One eligible target: every attempt goes to it. */
-    static const bool one[3] = {false, false, true};
-    struct elig e1 = {.ok = one, .n = 3, .calls = 0};
-    for (unsigned a = 0; a < 5; a++)
-        for (size_t s = 0; s < 3; s++)
-            assert_int_equal(gw_pick(s, a, 3, eligible, &e1), 2);
-}
-
-static void test_pick_none_eligible(void **state)
+static void test_first_none_eligible(void **state)
 {
     (void)state;
     static const bool none[3] = {false, false, false};
     struct elig e = {.ok = none, .n = 3, .calls = 0};
-    for (unsigned a = 0; a < 4; a++)
-        assert_int_equal(gw_pick(a % 3, a, 3, eligible, &e), 3);
-    /* No targets at all. */
-    assert_int_equal(gw_pick(0, 0, 0, NULL, NULL), 0);
+    for (unsigned t = 0; t < 4; t++)
+        assert_int_equal(gw_pick_first(t, 3, eligible, &e), 3);
+    assert_int_equal(gw_pick_first(0, 0, NULL, NULL), 0);
 }
 
 /* Repeating a target weights it: [A, A, B] gives A two picks in three. */
@@ -131,8 +84,7 @@ static void test_weighted_by_repeats(void **state)
     unsigned counter = 0;
     int a = 0, b = 0;
     for (int k = 0; k < 300; k++) {
-        size_t start = gw_rr_start(&counter, 3);
-        size_t i = gw_pick(start, 0, 3, NULL, NULL);
+        size_t i = gw_pick_first(gw_rr_next(&counter), 3, NULL, NULL);
         assert_true(i < 3);
         if (list[i] == 'A')
             a++;
@@ -143,37 +95,53 @@ static void test_weighted_by_repeats(void **state)
     assert_int_equal(b, 100);
 }
 
-/* Round robin keeps an even spread when a target is out: its share moves to the
- * next eligible target. */
-static void test_spread_with_ineligible(void **state)
+static void test_next_moves_to_successor(void **state)
 {
     (void)state;
-    static const bool ok[3] = {true, false, true};
-    struct elig e = {.ok = ok, .n = 3, .calls = 0};
-    unsigned counter = 0;
+    for (size_t prev = 0; prev < 4; prev++)
+        assert_int_equal(gw_pick_next(prev, 4, NULL, NULL), (prev + 1) % 4);
+    /* Skips what may not be picked, wrapping. */
+    static const bool ok[4] = {true, false, false, true};
+    struct elig e = {.ok = ok, .n = 4, .calls = 0};
+    assert_int_equal(gw_pick_next(0, 4, eligible, &e), 3);
+    assert_int_equal(gw_pick_next(3, 4, eligible, &e), 0);
+    assert_int_equal(gw_pick_next(1, 4, eligible, &e), 3);
+    /* Only the failed one left: it is tried again. */
+    static const bool self[3] = {false, true, false};
+    struct elig e1 = {.ok = self, .n = 3, .calls = 0};
+    assert_int_equal(gw_pick_next(1, 3, eligible, &e1), 1);
+    static const bool none[3] = {false, false, false};
+    struct elig e0 = {.ok = none, .n = 3, .calls = 0};
+    assert_int_equal(gw_pick_next(1, 3, eligible, &e0), 3);
+}
+
+/* [A, dead, B]: the dead target's turn goes to B on retry, not to A. */
+static void test_dead_share_goes_to_successor(void **state)
+{
+    (void)state;
     int hits[3] = {0, 0, 0};
-    for (int k = 0; k < 300; k++) {
-        size_t i = gw_pick(gw_rr_start(&counter, 3), 0, 3, eligible, &e);
-        assert_true(i < 3);
+    unsigned counter = 0;
+    for (int k = 0; k < 30; k++) {
+        size_t i = gw_pick_first(gw_rr_next(&counter), 3, NULL, NULL);
+        if (i == 1)
+            i = gw_pick_next(i, 3, NULL, NULL);
         hits[i]++;
     }
-    assert_int_equal(hits[0], 100);
+    assert_int_equal(hits[0], 10);
     assert_int_equal(hits[1], 0);
-    assert_int_equal(hits[2], 200);
+    assert_int_equal(hits[2], 20);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rr_start_sequence),
-        cmocka_unit_test(test_rr_start_single_and_empty),
-        cmocka_unit_test(test_rr_start_counters_independent),
-        cmocka_unit_test(test_pick_all_eligible),
-        cmocka_unit_test(test_pick_skips_ineligible),
-        cmocka_unit_test(test_pick_wraps_over_eligible),
-        cmocka_unit_test(test_pick_none_eligible),
+        cmocka_unit_test(test_rr_next_sequence),
+        cmocka_unit_test(test_first_all_eligible),
+        cmocka_unit_test(test_first_spreads_over_eligible),
+        cmocka_unit_test(test_first_none_eligible),
         cmocka_unit_test(test_weighted_by_repeats),
-        cmocka_unit_test(test_spread_with_ineligible),
+        cmocka_unit_test(test_next_moves_to_successor),
+        cmocka_unit_test(test_dead_share_goes_to_successor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
