@@ -453,8 +453,10 @@ class Gateway:
     removes the temporary folder.
     """
 
-    def __init__(self, workers=2, config=None, log_level="info", extra_args=(), env=None):
+    def __init__(self, workers=2, config=None, log_level="info", extra_args=(), env=None,
+                 max_fds=None):
         self.workers = workers
+        self.max_fds = max_fds  # RLIMIT_NOFILE for the gateway process
         self.config = config
         self.log_level = log_level
         self.extra_args = list(extra_args)
@@ -508,8 +510,15 @@ class Gateway:
         err = open(self.log_path, "ab")
         out = open(self.out_path, "wb")
         self._files += [err, out]
+        preexec = None
+        if self.max_fds is not None:
+            import resource
+
+            def preexec(n=self.max_fds):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=err, env=env)
+                                     stderr=err, env=env, preexec_fn=preexec)
         self.wait_for_log(r" started: ", timeout=timeout)
         return self
 

@@ -11,7 +11,7 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 from harness import (MiB, SANITIZE, BlastServer, EchoServer, GatewayTestCase, definition,
-                     free_port, wait_closed)
+                     free_port, recv_exact, wait_closed)
 
 # How much the gateway's RSS may grow while a client reads nothing and the
 # upstream pushes 200 MiB, and then while the client reads it all. ASan's
@@ -178,6 +178,54 @@ class LimitsTest(GatewayTestCase):
         self.assertExitClean(gw)
         self.assertEqual(gw.stats("maxdur")["max_duration"], 1)
         self.assertEqual([c["end"] for c in gw.conns("maxdur")], ["max_duration"])
+
+    def test_out_of_descriptors_keeps_serving(self):
+        """With its descriptors used up, the gateway keeps relaying for the
+        connections it has, logs the accept failure once per interval rather
+        than once per attempt, and accepts the waiting clients once
+        descriptors free up."""
+        echo = self.server(EchoServer)
+        gw = self.gateway(workers=1, max_fds=64)
+        port = free_port()
+        gw.add(definition("fds", port, echo.address))
+        gw.start()
+        first = []
+        for i in range(40):  # 40 clients need 80 descriptors in the gateway
+            first.append(self.connect(port))
+        gw.wait_for_log(r"accept failed: Too many open files", timeout=10)
+        served = []
+        for sock in first:  # the ones accepted before the limit still relay
+            sock.settimeout(0.5)
+            try:
+                sock.sendall(b"ping")
+                if sock.recv(16) == b"ping":
+                    served.append(sock)
+            except (socket.timeout, OSError):
+                pass
+        self.assertGreater(len(served), 5, "no connection relays while out of descriptors")
+        self.assertLess(len(served), 40, "the limit was never reached")
+        waiting = [s for s in first if s not in served]
+        for sock in served:
+            sock.close()
+        # The clients that waited in the backlog are accepted and served now.
+        outcomes = []
+        for sock in waiting:
+            try:
+                sock.sendall(b"late")
+                outcomes.append(recv_exact(sock, 8, timeout=10))  # "ping" + "late"
+            except (OSError, AssertionError) as e:
+                outcomes.append(repr(e))
+            sock.close()
+        self.assertEqual(outcomes, [b"pinglate"] * len(waiting))
+        late = self.connect(port)
+        late.sendall(b"after")
+        self.assertEqual(late.recv(16), b"after")
+        late.close()
+        self.assertExitClean(gw)
+        reports = [l for l in gw.log_lines() if "accept failed" in l]
+        self.assertGreaterEqual(len(reports), 1)
+        self.assertLessEqual(len(reports), 4, "accept errors logged per attempt:\n" +
+                             "\n".join(reports))
 
 
 if __name__ == "__main__":
