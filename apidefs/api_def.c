@@ -24,9 +24,17 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
     if (api_json_object(c, root, API_EXT_KEY, API_EXT_KEY, &obj) != 0 || obj == NULL)
         return;
 
-    static const char *const known[] = {"connect_timeout",         "idle_timeout",
-                                        "max_connection_duration", "max_connect_attempts",
-                                        "drain_timeout",           NULL};
+    static const char *const known[] = {"connect_timeout",
+                                        "idle_timeout",
+                                        "max_connection_duration",
+                                        "max_connect_attempts",
+                                        "drain_timeout",
+                                        "tls_min_version",
+                                        "tls_max_version",
+                                        "tls_ciphers",
+                                        "alpn",
+                                        "upstream_ca_file",
+                                        NULL};
     api_json_strict_keys(c, obj, API_EXT_KEY, known);
 
     api_json_duration(c, obj, "connect_timeout", API_EXT_KEY ".connect_timeout",
@@ -48,6 +56,21 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
         else
             ext->max_connect_attempts = (int)attempts;
     }
+
+    api_json_tls_version(c, obj, "tls_min_version", API_EXT_KEY ".tls_min_version",
+                         &ext->tls_min_version);
+    api_json_tls_version(c, obj, "tls_max_version", API_EXT_KEY ".tls_max_version",
+                         &ext->tls_max_version);
+    if (ext->tls_min_version && ext->tls_max_version && ext->tls_min_version > ext->tls_max_version)
+        api_json_err(c, API_EXT_KEY ".tls_max_version", "is below tls_min_version");
+    api_json_string_array(c, obj, "tls_ciphers", API_EXT_KEY ".tls_ciphers", &ext->tls_ciphers,
+                          &ext->ntls_ciphers);
+    api_json_string_array(c, obj, "alpn", API_EXT_KEY ".alpn", &ext->alpn, &ext->nalpn);
+    for (size_t i = 0; i < ext->nalpn; i++)
+        if (ext->alpn[i][0] == '\0' || strlen(ext->alpn[i]) > 255)
+            api_json_err(c, API_EXT_KEY ".alpn", "protocol names are 1 to 255 bytes");
+    api_json_string(c, obj, "upstream_ca_file", API_EXT_KEY ".upstream_ca_file",
+                    &ext->upstream_ca_file);
 }
 
 static void parse_command(struct api_json_ctx *c, json_t *cmd, const char *field,
@@ -197,21 +220,10 @@ static void parse_transport(struct api_json_ctx *c, json_t *proxy, struct api_tr
                   &tr->ssl_insecure_skip_verify);
     api_json_string_array(c, t, "ssl_ciphers", "proxy.transport.ssl_ciphers", &tr->ssl_ciphers,
                           &tr->nssl_ciphers);
-    int64_t v = 0;
-    static const char *const vfields[2] = {"ssl_min_version", "ssl_max_version"};
-    int *vout[2] = {&tr->ssl_min_version, &tr->ssl_max_version};
-    for (int i = 0; i < 2; i++) {
-        char f[64];
-        snprintf(f, sizeof(f), "proxy.transport.%s", vfields[i]);
-        v = 0;
-        if (api_json_int(c, t, vfields[i], f, &v) != 0)
-            continue;
-        if (v != 0 && (v < 769 || v > 772))
-            api_json_err(c, f, "unknown TLS version %lld (use 771 for TLS 1.2 or 772 for TLS 1.3)",
-                         (long long)v);
-        else
-            *vout[i] = (int)v;
-    }
+    api_json_tls_version(c, t, "ssl_min_version", "proxy.transport.ssl_min_version",
+                         &tr->ssl_min_version);
+    api_json_tls_version(c, t, "ssl_max_version", "proxy.transport.ssl_max_version",
+                         &tr->ssl_max_version);
     api_json_bool(c, t, "ssl_force_common_name_check",
                   "proxy.transport.ssl_force_common_name_check", &tr->ssl_force_common_name_check);
     api_json_string(c, t, "proxy_url", "proxy.transport.proxy_url", &tr->proxy_url);
@@ -504,6 +516,9 @@ void api_def_free(struct api_def *def)
     free(sd->port_data_path);
     free(sd->target_path);
     free_strv(def->proxy.transport.ssl_ciphers, def->proxy.transport.nssl_ciphers);
+    free_strv(def->ext.tls_ciphers, def->ext.ntls_ciphers);
+    free_strv(def->ext.alpn, def->ext.nalpn);
+    free(def->ext.upstream_ca_file);
     free(def->proxy.transport.proxy_url);
     free(def);
 }

@@ -75,6 +75,13 @@ struct api_ext {
     int64_t max_connection_duration_ms; /* default 0: off */
     int max_connect_attempts;           /* default 3 */
     int64_t drain_timeout_ms;           /* -1: the gateway's drain timeout */
+    int tls_min_version;                /* Tyk's numbers; 0: the gateway's */
+    int tls_max_version;
+    char **tls_ciphers; /* listener ciphers, OpenSSL or IANA names */
+    size_t ntls_ciphers;
+    char **alpn; /* protocols a tls listener offers, in preference order */
+    size_t nalpn;
+    char *upstream_ca_file; /* CA bundle for tls:// targets; NULL: the system's */
 };
 
 #define API_DEFAULT_CONNECT_TIMEOUT_MS 5000

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api_duration.h"
 
@@ -285,4 +286,37 @@ void api_json_strict_keys(struct api_json_ctx *c, json_t *obj, const char *prefi
         snprintf(f, sizeof(f), "%s.%s", prefix, k);
         api_json_err(c, f, "unknown field (known: %s)", list);
     }
+}
+
+int api_json_tls_version(struct api_json_ctx *c, json_t *obj, const char *key, const char *field,
+                         int *out)
+{
+    json_t *v = api_json_get(obj, key);
+    if (v == NULL)
+        return 0;
+    long n = -1;
+    if (json_is_integer(v)) {
+        n = (long)json_integer_value(v);
+    } else if (json_is_string(v)) {
+        static const char *const names[] = {"1.0", "1.1", "1.2", "1.3"};
+        const char *s = json_string_value(v);
+        if (strncasecmp(s, "TLS", 3) == 0)
+            s += s[3] == 'v' || s[3] == 'V' ? 4 : 3;
+        for (int i = 0; i < 4; i++)
+            if (strcmp(s, names[i]) == 0)
+                n = 769 + i;
+    }
+    if (n != 0 && (n < 769 || n > 772)) {
+        char shown[64];
+        if (json_is_integer(v))
+            snprintf(shown, sizeof(shown), "%lld", (long long)json_integer_value(v));
+        else
+            snprintf(shown, sizeof(shown), "\"%.40s\"",
+                     json_is_string(v) ? json_string_value(v) : api_json_type_name(v));
+        api_json_err(c, field, "unknown TLS version %s (use \"1.2\", \"1.3\", 771 or 772)",
+                     shown);
+        return -1;
+    }
+    *out = (int)n;
+    return 0;
 }

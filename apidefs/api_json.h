@@ -70,6 +70,10 @@ int api_json_string_map(struct api_json_ctx *c, json_t *obj, const char *key, co
 /* A duration such as "5s" or "250ms", or the integer 0; stored in ms. */
 int api_json_duration(struct api_json_ctx *c, json_t *obj, const char *key, const char *field,
                       int64_t *out_ms);
+/* A TLS version: Tyk's numbers (769..772: TLS 1.0..1.3) or "1.2"/"1.3";
+ * stored as Tyk's number, 0 when absent. */
+int api_json_tls_version(struct api_json_ctx *c, json_t *obj, const char *key, const char *field,
+                         int *out);
 /* Records an error for every key of obj not in known (NULL-terminated). */
 void api_json_strict_keys(struct api_json_ctx *c, json_t *obj, const char *prefix,
                           const char *const *known);

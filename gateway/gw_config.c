@@ -14,6 +14,9 @@ void gw_config_init(struct gw_config *cfg)
     cfg->listen_address = api_xstrdup("");
     cfg->log_level = GW_LOG_INFO;
     cfg->drain_timeout_ms = GW_DEFAULT_DRAIN_TIMEOUT_MS;
+    cfg->handshake_timeout_ms = GW_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    cfg->ticket_key_rotation_ms = GW_DEFAULT_TICKET_ROTATION_MS;
+    cfg->client_hello_max = GW_DEFAULT_CLIENT_HELLO_MAX;
     cfg->storage.host = api_xstrdup("localhost");
     cfg->storage.port = 6379;
     cfg->uptime_tests.failure_trigger_sample_size = 3;
@@ -126,6 +129,23 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
     free(level);
     api_json_string(&c, root, "secret", "secret", &cfg->secret);
     api_json_string(&c, root, "node_secret", "node_secret", &cfg->node_secret);
+    api_json_string(&c, root, "certs_path", "certs_path", &cfg->certs_path);
+
+    json_t *hso;
+    if (api_json_object(&c, root, "http_server_options", "http_server_options", &hso) == 0 &&
+        hso != NULL) {
+        /* tyk.conf's http_server_options carries many HTTP settings: only the
+         * TLS ones are read, the rest ignored. */
+        api_json_tls_version(&c, hso, "min_version", "http_server_options.min_version",
+                             &cfg->server_tls.min_version);
+        api_json_tls_version(&c, hso, "max_version", "http_server_options.max_version",
+                             &cfg->server_tls.max_version);
+        api_json_string_array(&c, hso, "ssl_ciphers", "http_server_options.ssl_ciphers",
+                              &cfg->server_tls.ssl_ciphers, &cfg->server_tls.nssl_ciphers);
+        api_json_string_array(&c, hso, "ssl_certificates", "http_server_options.ssl_certificates",
+                              &cfg->server_tls.ssl_certificates,
+                              &cfg->server_tls.nssl_certificates);
+    }
 
     /* Tyk's name for the shutdown grace period, in whole seconds. */
     int64_t grace = -1;
@@ -176,7 +196,9 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
 
     json_t *ext;
     if (api_json_object(&c, root, API_EXT_KEY, API_EXT_KEY, &ext) == 0 && ext != NULL) {
-        static const char *const known[] = {"workers", "drain_timeout", NULL};
+        static const char *const known[] = {"workers",           "drain_timeout",
+                                            "handshake_timeout", "ticket_key_rotation",
+                                            "client_hello_max",  NULL};
         api_json_strict_keys(&c, ext, API_EXT_KEY, known);
         get_small_int(&c, ext, "workers", API_EXT_KEY ".workers", 0, 1024, &cfg->workers);
         if (api_json_duration(&c, ext, "drain_timeout", API_EXT_KEY ".drain_timeout",
@@ -184,6 +206,16 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
             cfg->drain_timeout_ms > (int64_t)GW_MAX_DRAIN_S * 1000)
             api_json_err(&c, API_EXT_KEY ".drain_timeout", "must be at most %d seconds",
                          GW_MAX_DRAIN_S);
+        if (api_json_duration(&c, ext, "handshake_timeout", API_EXT_KEY ".handshake_timeout",
+                              &cfg->handshake_timeout_ms) == 0 &&
+            cfg->handshake_timeout_ms <= 0)
+            api_json_err(&c, API_EXT_KEY ".handshake_timeout", "must be greater than 0");
+        if (api_json_duration(&c, ext, "ticket_key_rotation", API_EXT_KEY ".ticket_key_rotation",
+                              &cfg->ticket_key_rotation_ms) == 0 &&
+            cfg->ticket_key_rotation_ms < 1000)
+            api_json_err(&c, API_EXT_KEY ".ticket_key_rotation", "must be at least 1s");
+        get_small_int(&c, ext, "client_hello_max", API_EXT_KEY ".client_hello_max", 512, 65536,
+                      &cfg->client_hello_max);
     }
 
     json_decref(root);
@@ -244,6 +276,13 @@ void gw_config_free(struct gw_config *cfg)
     free(cfg->listen_address);
     free(cfg->secret);
     free(cfg->node_secret);
+    free(cfg->certs_path);
+    for (size_t i = 0; i < cfg->server_tls.nssl_ciphers; i++)
+        free(cfg->server_tls.ssl_ciphers[i]);
+    free(cfg->server_tls.ssl_ciphers);
+    for (size_t i = 0; i < cfg->server_tls.nssl_certificates; i++)
+        free(cfg->server_tls.ssl_certificates[i]);
+    free(cfg->server_tls.ssl_certificates);
     free(cfg->storage.host);
     free(cfg->storage.password);
     free(cfg->uptime_tests.poller_group);

@@ -30,6 +30,20 @@ struct gw_config {
     int64_t drain_timeout_ms; /* SIGTERM: how long live connections may finish */
     char *secret;
     char *node_secret;
+    char *certs_path; /* folder of PEM certificates that ids refer to */
+
+    /* Listener TLS defaults (tyk.conf's http_server_options). */
+    struct {
+        int min_version; /* Tyk's numbers; 0: TLS 1.2 */
+        int max_version;
+        char **ssl_ciphers;
+        size_t nssl_ciphers;
+        char **ssl_certificates; /* served when a tls definition names none */
+        size_t nssl_certificates;
+    } server_tls;
+    int64_t handshake_timeout_ms;   /* TLS handshake, or ClientHello peek */
+    int64_t ticket_key_rotation_ms; /* session ticket keys */
+    int client_hello_max;           /* bytes a peeked ClientHello may span */
 
     struct {
         char *host;
@@ -54,6 +68,9 @@ struct gw_config {
 
 #define GW_DEFAULT_APP_PATH "apps"
 #define GW_DEFAULT_DRAIN_TIMEOUT_MS 30000
+#define GW_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
+#define GW_DEFAULT_TICKET_ROTATION_MS 3600000
+#define GW_DEFAULT_CLIENT_HELLO_MAX 16384
 #define GW_MAX_DRAIN_S (7 * 24 * 3600) /* a week: longer is a typo */
 
 /* Fills defaults. */

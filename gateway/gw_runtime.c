@@ -19,6 +19,8 @@
 
 struct gw_runtime {
     const struct gw_config *cfg;
+    struct gw_tls_env tls;
+    struct event *rotate; /* session ticket key rotation */
     int nworkers;
     struct gw_snapshot *snap;
     struct gw_worker **workers;
@@ -57,7 +59,12 @@ static void log_diags(const struct api_diags *d)
 size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diags)
 {
     struct api_diags diags = {0};
-    struct gw_snapshot *snap = gw_snapshot_load(cfg, 1, &diags);
+    struct gw_tls_env tls = {.cfg = cfg};
+    tls.store = cert_store_load(cfg->certs_path, &diags);
+    tls.keys = cert_ticket_keys_new();
+    if (tls.keys == NULL)
+        abort();
+    struct gw_snapshot *snap = gw_snapshot_load(&tls, 1, &diags);
     print_diags(config_diags, stderr);
     print_diags(&diags, stderr);
     size_t errors = api_diags_errors(config_diags) + api_diags_errors(&diags);
@@ -66,6 +73,8 @@ size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diag
                snap->set.count, snap->napis, snap->nports, errors);
     }
     gw_snapshot_unref(snap);
+    cert_store_free(tls.store);
+    cert_ticket_keys_free(tls.keys);
     api_diags_free(&diags);
     return errors;
 }
@@ -230,12 +239,32 @@ static void log_stats(const struct gw_runtime *rt)
         gw_info("stats api_id=%s %s", rt->snap->apis[i].def->api_id, buf);
     }
     for (size_t i = 0; i < rt->snap->nports; i++) {
-        int64_t no_route = 0;
-        for (int w = 0; w < rt->nworkers; w++)
-            no_route += __atomic_load_n(&rt->snap->ports[i].stats[w].no_route, __ATOMIC_RELAXED);
-        if (no_route > 0)
-            gw_info("stats port=%d no_route=%lld", rt->snap->ports[i].port, (long long)no_route);
+        const struct gw_port *p = &rt->snap->ports[i];
+        struct gw_port_stats sum = {0};
+        for (int w = 0; w < rt->nworkers; w++) {
+#define GW_STAT_SUM(name, desc) sum.name += __atomic_load_n(&p->stats[w].name, __ATOMIC_RELAXED);
+            GW_PORT_COUNTERS(GW_STAT_SUM)
+#undef GW_STAT_SUM
+        }
+        char buf[1024];
+        size_t n = 0;
+        buf[0] = '\0';
+#define GW_STAT_FMT(name, desc)                                                                    \
+    if (n < sizeof(buf))                                                                           \
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, " " #name "=%lld", (long long)sum.name);
+        GW_PORT_COUNTERS(GW_STAT_FMT)
+#undef GW_STAT_FMT
+        gw_info("stats port=%d%s", p->port, buf);
     }
+}
+
+static void on_rotate(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_runtime *rt = arg;
+    cert_ticket_keys_rotate(rt->tls.keys);
+    gw_debug("session ticket keys rotated");
 }
 
 static void runtime_free(struct gw_runtime *rt)
@@ -251,11 +280,15 @@ static void runtime_free(struct gw_runtime *rt)
         event_free(rt->sigint);
     if (rt->exit_ev != NULL)
         event_free(rt->exit_ev);
+    if (rt->rotate != NULL)
+        event_free(rt->rotate);
     if (rt->exit_fd >= 0)
         close(rt->exit_fd);
     if (rt->control != NULL)
         event_base_free(rt->control);
     gw_snapshot_unref(rt->snap);
+    cert_store_free(rt->tls.store);
+    cert_ticket_keys_free(rt->tls.keys);
 }
 
 int gw_run(const struct gw_config *cfg)
@@ -268,7 +301,12 @@ int gw_run(const struct gw_config *cfg)
     sigaction(SIGPIPE, &ign, NULL);
 
     struct api_diags diags = {0};
-    rt.snap = gw_snapshot_load(cfg, rt.nworkers, &diags);
+    rt.tls.cfg = cfg;
+    rt.tls.store = cert_store_load(cfg->certs_path, &diags);
+    rt.tls.keys = cert_ticket_keys_new();
+    if (rt.tls.keys == NULL)
+        abort();
+    rt.snap = gw_snapshot_load(&rt.tls, rt.nworkers, &diags);
     log_diags(&diags);
     api_diags_free(&diags);
     if (rt.snap == NULL) {
@@ -289,6 +327,11 @@ int gw_run(const struct gw_config *cfg)
     rt.exit_ev = event_new(rt.control, rt.exit_fd, EV_READ | EV_PERSIST, on_exit_event, &rt);
     rt.sigterm = evsignal_new(rt.control, SIGTERM, on_stop_signal, &rt);
     rt.sigint = evsignal_new(rt.control, SIGINT, on_stop_signal, &rt);
+    rt.rotate = event_new(rt.control, -1, EV_PERSIST, on_rotate, &rt);
+    struct timeval every = {.tv_sec = cfg->ticket_key_rotation_ms / 1000,
+                            .tv_usec = (cfg->ticket_key_rotation_ms % 1000) * 1000};
+    if (rt.rotate == NULL || event_add(rt.rotate, &every) != 0)
+        goto out;
     if (rt.exit_ev == NULL || rt.sigterm == NULL || rt.sigint == NULL ||
         event_add(rt.exit_ev, NULL) != 0 || evsignal_add(rt.sigterm, NULL) != 0 ||
         evsignal_add(rt.sigint, NULL) != 0)

@@ -4,6 +4,10 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
@@ -16,9 +20,12 @@
 #include <unistd.h>
 
 #include "gw_balancer.h"
+#include "gw_clienthello.h"
 #include "gw_log.h"
 
 enum state {
+    ST_PEEK,      /* reading the ClientHello to route by SNI */
+    ST_HANDSHAKE, /* terminating TLS; the SNI picks the definition */
     ST_CONNECT,
     ST_RELAY,
 };
@@ -35,11 +42,25 @@ enum end_reason {
     END_MAX_DURATION,
     END_DRAIN,
     END_INTERNAL, /* out of memory or descriptors */
+    END_HANDSHAKE_FAILED,
+    END_HANDSHAKE_TIMEOUT, /* also a ClientHello that did not arrive in time */
+    END_BAD_CLIENT_HELLO,  /* malformed or oversized, on an SNI-routed TCP port */
 };
 
 static const char *const end_names[] = {
-    "none",     "closed",       "client_error", "upstream_error", "connect_failed",
-    "no_route", "idle_timeout", "max_duration", "drain",          "internal_error",
+    "none",
+    "closed",
+    "client_error",
+    "upstream_error",
+    "connect_failed",
+    "no_route",
+    "idle_timeout",
+    "max_duration",
+    "drain",
+    "internal_error",
+    "handshake_failed",
+    "handshake_timeout",
+    "bad_client_hello",
 };
 
 /* One relay direction: bytes read from src are queued on dst. */
@@ -53,6 +74,8 @@ struct gw_session {
     struct gw_session *prev, *next;
     struct gw_session_env env;
     struct gw_snapshot *snap;
+    struct gw_port *port;
+    struct gw_port_stats *pst;
     struct gw_api *api;
     struct gw_api_stats *st;
 
@@ -67,11 +90,15 @@ struct gw_session {
     int addr;              /* address index within it */
     uint64_t failed_hosts; /* host_ids that failed a connect, to skip on retry */
     int last_errno;
+    const char *last_error;  /* why the current connect attempt failed, if not errno */
     enum end_reason failure; /* set when a side failed and the other is flushing */
 
     struct dir c2u, u2c;
-    int64_t started_ms, active_ms, connect_deadline_ms, drain_deadline_ms;
+    int64_t started_ms, active_ms, connect_deadline_ms, drain_deadline_ms, route_deadline_ms;
     uint64_t rx, tx;
+    char sni[256];     /* the client's server name, "" when none */
+    char alpn[64];     /* the protocol negotiated with the client, "" when none */
+    const char *error; /* a short reason for the log line, static storage */
 
     struct sockaddr_storage peer;
     socklen_t peerlen;
@@ -142,16 +169,45 @@ static void list_remove(struct gw_session_list *l, struct gw_session *s)
     l->count--;
 }
 
+static SSL *bev_ssl(struct bufferevent *bev)
+{
+    return bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+}
+
+/* " tls=TLSv1.3/TLS_AES_256_GCM_SHA384" and the verified client's subject. */
+static void describe_tls(const char *label, struct bufferevent *bev, char *buf, size_t len)
+{
+    SSL *ssl = bev_ssl(bev);
+    buf[0] = '\0';
+    if (ssl == NULL || !SSL_is_init_finished(ssl))
+        return;
+    int n = snprintf(buf, len, " %s=%s/%s", label, SSL_get_version(ssl),
+                     SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
+    X509 *peer = SSL_is_server(ssl) ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (peer != NULL && n > 0 && (size_t)n < len) {
+        char subject[256];
+        X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+        for (char *c = subject; *c != '\0'; c++)
+            if (*c == ' ' || *c == '"')
+                *c = '_'; /* keep the line one key=value list */
+        snprintf(buf + n, len - (size_t)n, " client_subject=%s", subject);
+    }
+}
+
 static void session_close(struct gw_session *s, enum end_reason why)
 {
     if (gw_log_enabled(GW_LOG_INFO)) {
-        char client[INET6_ADDRSTRLEN + 16];
+        char client[INET6_ADDRSTRLEN + 16], down[400], up[128];
         format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
-        gw_info("conn client=%s api_id=%s target=%s attempts=%u rx=%llu tx=%llu "
-                "duration_ms=%lld end=%s",
-                client, api_id(s), target_name(s), s->attempt, (unsigned long long)s->rx,
-                (unsigned long long)s->tx, (long long)(gw_now_ms() - s->started_ms),
-                end_names[why]);
+        describe_tls("tls", s->cli, down, sizeof(down));
+        describe_tls("upstream_tls", s->up, up, sizeof(up));
+        gw_info("conn client=%s port=%d api_id=%s sni=%s%s%s%s target=%s attempts=%u rx=%llu "
+                "tx=%llu duration_ms=%lld end=%s%s%s%s",
+                client, s->port->port, api_id(s), s->sni[0] ? s->sni : "-", down,
+                s->alpn[0] ? " alpn=" : "", s->alpn, target_name(s), s->attempt,
+                (unsigned long long)s->rx, (unsigned long long)s->tx,
+                (long long)(gw_now_ms() - s->started_ms), end_names[why], up,
+                s->error ? " error=" : "", s->error ? s->error : "");
     }
     if (s->st != NULL) {
         GW_STAT_ADD(s->st, cx_active, -1);
@@ -192,6 +248,8 @@ static int64_t min_deadline(int64_t a, int64_t b)
 /* The earliest deadline of the current state, 0 for none. */
 static int64_t next_deadline(const struct gw_session *s)
 {
+    if (s->state == ST_PEEK || s->state == ST_HANDSHAKE)
+        return min_deadline(s->route_deadline_ms, s->drain_deadline_ms);
     if (s->state == ST_CONNECT)
         return min_deadline(s->connect_deadline_ms, s->drain_deadline_ms);
     const struct api_ext *ext = &s->api->def->ext;
@@ -235,6 +293,12 @@ static void maybe_shutdown(struct bufferevent *dst, struct dir *d)
     if (evbuffer_get_length(bufferevent_get_output(dst)) > 0) {
         bufferevent_setwatermark(dst, EV_WRITE, 0, 0);
         return;
+    }
+    SSL *ssl = bev_ssl(dst);
+    if (ssl != NULL) {
+        /* TLS half-close: close_notify first, then the TCP FIN. */
+        SSL_shutdown(ssl);
+        ERR_clear_error();
     }
     shutdown(bufferevent_getfd(dst), SHUT_WR);
     d->shut = true;
@@ -294,7 +358,7 @@ static void relay(struct gw_session *s, struct bufferevent *src, struct bufferev
         return;
     evbuffer_add_buffer(out, in);
     size_t queued = evbuffer_get_length(out);
-    if (n >= LIBEVENT_READ_CHUNK && queued < GW_RELAY_HIGH_WATERMARK)
+    if (n >= LIBEVENT_READ_CHUNK && queued < GW_RELAY_HIGH_WATERMARK && bev_ssl(src) == NULL)
         n += read_more(bufferevent_getfd(src), out, GW_RELAY_HIGH_WATERMARK - queued);
     if (src == s->cli) {
         s->rx += n;
@@ -313,9 +377,15 @@ static void relay(struct gw_session *s, struct bufferevent *src, struct bufferev
     }
 }
 
+static void peek(struct gw_session *s);
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct gw_session *s = arg;
+    if (s->state == ST_PEEK) {
+        peek(s);
+        return;
+    }
     if (s->state != ST_RELAY)
         return; /* client bytes wait in the input buffer until connected */
     if (bev == s->cli)
@@ -384,6 +454,7 @@ static void relay_event(struct gw_session *s, struct bufferevent *bev, short wha
 /* ---- connect ---------------------------------------------------------------------- */
 
 static void connect_next(struct gw_session *s);
+static void connect_failed(struct gw_session *s, bool timeout);
 
 static bool not_failed(void *ctx, size_t i)
 {
@@ -400,12 +471,25 @@ static void set_nodelay(evutil_socket_t fd)
 
 static void connected(struct gw_session *s)
 {
+    struct gw_upstream *u = &s->api->ups[s->ups];
+    SSL *ssl = bev_ssl(s->up);
+    if (ssl != NULL) {
+        if (u->pins != NULL && !cert_pins_match(SSL_get0_peer_certificate(ssl), u->pins)) {
+            GW_STAT_ADD(s->st, upstream_pin_mismatch, 1);
+            gw_warn("api_id=%s upstream %s: its public key matches none of the pinned keys",
+                    api_id(s), u->name);
+            s->last_error = "public_key_not_pinned";
+            connect_failed(s, false);
+            return;
+        }
+        if (SSL_session_reused(ssl))
+            GW_STAT_ADD(s->st, upstream_tls_resumed, 1);
+    }
     s->state = ST_RELAY;
     s->active_ms = gw_now_ms();
     GW_STAT_ADD(s->st, upstream_cx_total, 1);
     set_nodelay(bufferevent_getfd(s->up));
-    gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), s->api->ups[s->ups].name,
-             s->attempt);
+    gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), u->name, s->attempt);
     /* From now on flow control is by the output buffers, not the input. */
     bufferevent_setwatermark(s->cli, EV_READ, 0, 0);
     bufferevent_enable(s->up, EV_READ | EV_WRITE);
@@ -416,22 +500,54 @@ static void connected(struct gw_session *s)
     arm_timer(s);
 }
 
+/* The reason an upstream connect or TLS handshake failed, for the log; *tls
+ * tells whether TLS itself failed (the host answered, but not acceptably). */
+static const char *upstream_failure(struct gw_session *s, char *buf, size_t len, bool *tls)
+{
+    *tls = true;
+    if (s->last_error != NULL)
+        return s->last_error;
+    SSL *ssl = bev_ssl(s->up);
+    if (ssl != NULL) {
+        long v = SSL_get_verify_result(ssl);
+        unsigned long e = bufferevent_get_openssl_error(s->up);
+        if (v != X509_V_OK) {
+            snprintf(buf, len, "TLS: certificate verify failed: %s",
+                     X509_verify_cert_error_string(v));
+            return buf;
+        }
+        if (e != 0) {
+            char detail[200];
+            ERR_error_string_n(e, detail, sizeof(detail));
+            snprintf(buf, len, "TLS: %s", detail);
+            return buf;
+        }
+    }
+    *tls = false;
+    return evutil_socket_error_to_string(s->last_errno);
+}
+
 static void connect_failed(struct gw_session *s, bool timeout)
 {
     const struct gw_upstream *u = &s->api->ups[s->ups];
-    char addr[INET6_ADDRSTRLEN + 16];
+    char addr[INET6_ADDRSTRLEN + 16], why[320];
     format_addr((const struct sockaddr *)&u->addr[s->addr], addr, sizeof(addr));
     if (timeout)
         GW_STAT_ADD(s->st, connect_timeout, 1);
     else
         GW_STAT_ADD(s->st, connect_fail, 1);
+    bool tls_failed = false;
+    const char *reason = timeout ? "timed out" : upstream_failure(s, why, sizeof(why), &tls_failed);
+    if (tls_failed && s->last_error == NULL)
+        GW_STAT_ADD(s->st, upstream_tls_failed, 1);
     gw_info("api_id=%s connect to %s (%s) failed: %s (attempt %u of %d)", api_id(s), u->name, addr,
-            timeout ? "timed out" : evutil_socket_error_to_string(s->last_errno), s->attempt,
-            s->api->def->ext.max_connect_attempts);
+            reason, s->attempt, s->api->def->ext.max_connect_attempts);
+    s->last_error = NULL;
     bufferevent_free(s->up);
     s->up = NULL;
-    /* Another address of the same name belongs to the same attempt. */
-    if (!timeout && s->addr + 1 < u->naddrs) {
+    /* Another address of the same name belongs to the same attempt; a TLS
+     * failure is the host's answer, not the address's. */
+    if (!timeout && !tls_failed && s->addr + 1 < u->naddrs) {
         s->addr++;
         s->attempt--;
     } else {
@@ -442,11 +558,55 @@ static void connect_failed(struct gw_session *s, bool timeout)
     connect_next(s);
 }
 
+static void routed(struct gw_session *s, struct gw_api *api);
+
+/* The client's TLS handshake ended, well or not. */
+static void handshake_event(struct gw_session *s, short what)
+{
+    SSL *ssl = bev_ssl(s->cli);
+    bool no_route = false;
+    struct gw_api *api = gw_tls_chosen(ssl, &no_route);
+    snprintf(s->sni, sizeof(s->sni), "%s", gw_tls_requested_name(ssl));
+    if (!(what & BEV_EVENT_CONNECTED) || api == NULL) {
+        if (no_route) {
+            GW_STAT_ADD(s->pst, sni_not_found, 1);
+            session_close(s, END_NO_ROUTE);
+            return;
+        }
+        GW_STAT_ADD(s->pst, tls_handshake_failed, 1);
+        unsigned long e = bufferevent_get_openssl_error(s->cli);
+        static __thread char reason[200];
+        if (e != 0) {
+            ERR_error_string_n(e, reason, sizeof(reason));
+            s->error = strrchr(reason, ':') ? strrchr(reason, ':') + 1 : reason;
+        } else {
+            s->error = (what & BEV_EVENT_EOF) ? "client_closed" : "connection_error";
+        }
+        session_close(s, END_HANDSHAKE_FAILED);
+        return;
+    }
+    GW_STAT_ADD(s->pst, tls_handshakes, 1);
+    if (SSL_session_reused(ssl))
+        GW_STAT_ADD(s->pst, tls_resumed, 1);
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    if (alpn_len > 0 && alpn_len < sizeof(s->alpn)) {
+        memcpy(s->alpn, alpn, alpn_len);
+        s->alpn[alpn_len] = '\0';
+    }
+    routed(s, api);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct gw_session *s = arg;
     if (s->state == ST_RELAY) {
         relay_event(s, bev, what);
+        return;
+    }
+    if (s->state == ST_HANDSHAKE) {
+        handshake_event(s, what);
         return;
     }
     if (bev == s->up) {
@@ -458,18 +618,51 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
-    /* The client went away while we were connecting. */
-    if (what & BEV_EVENT_ERROR) {
-        session_close(s, END_CLIENT_ERROR);
+    /* The client went away while we were reading its ClientHello or connecting. */
+    if ((what & BEV_EVENT_ERROR) || s->state == ST_PEEK) {
+        session_close(s, (what & BEV_EVENT_ERROR) ? END_CLIENT_ERROR : END_CLOSED);
         return;
     }
     if (what & BEV_EVENT_EOF)
         s->c2u.eof = true; /* its bytes, if any, are still in the input buffer */
 }
 
+/* A new upstream bufferevent for target u: plain, or TLS with SNI,
+ * verification, client certificate, a cached session and the client's ALPN. */
+static struct bufferevent *upstream_bev(struct gw_session *s, struct gw_upstream *u)
+{
+    if (u->target.scheme != API_SCHEME_TLS)
+        return bufferevent_socket_new(s->env.base, -1, BEV_OPT_CLOSE_ON_FREE);
+    SSL *ssl = SSL_new(s->api->client_ctx);
+    if (ssl == NULL)
+        return NULL;
+    if (cert_ssl_client_setup(ssl, u->target.host, s->api->verify_upstream, u->client_cert) != 0) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_SESSION **slot = &u->sessions[s->env.worker_id];
+    if (*slot != NULL)
+        SSL_set_session(ssl, *slot);
+    cert_ssl_set_session_slot(ssl, slot);
+    size_t n = strlen(s->alpn);
+    if (n > 0) {
+        unsigned char wire[sizeof(s->alpn) + 1];
+        wire[0] = (unsigned char)n;
+        memcpy(wire + 1, s->alpn, n);
+        SSL_set_alpn_protos(ssl, wire, (unsigned)n + 1);
+    }
+    /* On failure the constructor has freed ssl (BEV_OPT_CLOSE_ON_FREE). */
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        s->env.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev != NULL)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 static void connect_next(struct gw_session *s)
 {
     const struct api_ext *ext = &s->api->def->ext;
+    s->state = ST_CONNECT;
     while (s->attempt < (unsigned)ext->max_connect_attempts) {
         if (s->addr == 0) {
             size_t n = s->api->nups, i;
@@ -480,8 +673,8 @@ static void connect_next(struct gw_session *s)
             s->ups = i;
         }
         s->attempt++;
-        const struct gw_upstream *u = &s->api->ups[s->ups];
-        s->up = bufferevent_socket_new(s->env.base, -1, BEV_OPT_CLOSE_ON_FREE);
+        struct gw_upstream *u = &s->api->ups[s->ups];
+        s->up = upstream_bev(s, u);
         if (s->up == NULL)
             break;
         bufferevent_setcb(s->up, on_read, on_write, on_event, s);
@@ -508,6 +701,59 @@ static void connect_next(struct gw_session *s)
     session_close(s, END_CONNECT_FAILED);
 }
 
+/* The definition is known: count the connection and start connecting. */
+static void routed(struct gw_session *s, struct gw_api *api)
+{
+    s->api = api;
+    s->st = &api->stats[s->env.worker_id];
+    GW_STAT_ADD(s->st, cx_total, 1);
+    GW_STAT_ADD(s->st, cx_active, 1);
+    /* While connecting, client bytes wait in the input buffer, up to a bound. */
+    bufferevent_setwatermark(s->cli, EV_READ, 0, GW_RELAY_HIGH_WATERMARK);
+    s->rr_turn = gw_rr_next(&api->rr);
+    connect_next(s);
+}
+
+/* ---- routing by a peeked ClientHello ---------------------------------------------- */
+
+static void peek(struct gw_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->cli);
+    size_t len = evbuffer_get_length(in);
+    const uint8_t *data = evbuffer_pullup(in, (ev_ssize_t)len);
+    struct gw_client_hello ch;
+    char err[128];
+    enum gw_ch_status st =
+        gw_client_hello_parse(data, len, s->snap->client_hello_max, &ch, err, sizeof(err));
+    if (st == GW_CH_NEED_MORE)
+        return; /* the read watermark bounds what we hold */
+    struct gw_api *api = NULL;
+    if (st == GW_CH_OK) {
+        snprintf(s->sni, sizeof(s->sni), "%s", ch.has_sni ? ch.sni : "");
+        api = gw_port_route_sni(s->port, ch.has_sni ? ch.sni : NULL);
+        if (api == NULL) {
+            GW_STAT_ADD(s->pst, sni_not_found, 1);
+            session_close(s, END_NO_ROUTE);
+            return;
+        }
+    } else if (st == GW_CH_NOT_TLS) {
+        /* Not TLS: only a definition without a domain can take it. */
+        api = gw_sni_lookup(s->port->sni, NULL);
+        if (api == NULL) {
+            GW_STAT_ADD(s->pst, not_tls, 1);
+            s->error = "not_tls";
+            session_close(s, END_NO_ROUTE);
+            return;
+        }
+    } else {
+        GW_STAT_ADD(s->pst, bad_client_hello, 1);
+        gw_debug("port %d: bad ClientHello: %s", s->port->port, err);
+        session_close(s, END_BAD_CLIENT_HELLO);
+        return;
+    }
+    routed(s, api);
+}
+
 /* ---- timer -------------------------------------------------------------------------- */
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -518,6 +764,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     int64_t now = gw_now_ms();
     if (s->drain_deadline_ms != 0 && now >= s->drain_deadline_ms) {
         session_close(s, END_DRAIN);
+        return;
+    }
+    if (s->state == ST_PEEK || s->state == ST_HANDSHAKE) {
+        if (now >= s->route_deadline_ms) {
+            GW_STAT_ADD(s->pst, tls_handshake_timeout, 1);
+            session_close(s, END_HANDSHAKE_TIMEOUT);
+        } else {
+            arm_timer(s);
+        }
         return;
     }
     if (s->state == ST_CONNECT) {
@@ -553,43 +808,56 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     }
     s->env = *env;
     s->snap = gw_snapshot_ref(snap);
+    s->port = port;
+    s->pst = &port->stats[env->worker_id];
     s->started_ms = s->active_ms = gw_now_ms();
     if (peerlen > 0 && (size_t)peerlen <= sizeof(s->peer)) {
         memcpy(&s->peer, peer, (size_t)peerlen);
         s->peerlen = (socklen_t)peerlen;
     }
     list_add(env->list, s);
-    s->api = port->route;
-    if (s->api != NULL) {
-        s->st = &s->api->stats[env->worker_id];
-        GW_STAT_ADD(s->st, cx_total, 1);
-        GW_STAT_ADD(s->st, cx_active, 1);
-    }
-
     set_nodelay(fd);
-    s->cli = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
     s->timer = evtimer_new(env->base, on_timer, s);
-    if (s->cli == NULL || s->timer == NULL) {
+    if (port->mode == GW_ROUTE_TLS) {
+        SSL *ssl = SSL_new(port->front);
+        /* On failure the constructor has freed ssl (BEV_OPT_CLOSE_ON_FREE);
+         * whether it closed fd is not said, so fd is left alone. */
+        s->cli = ssl == NULL
+                     ? NULL
+                     : bufferevent_openssl_socket_new(env->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                      BEV_OPT_CLOSE_ON_FREE);
+        if (ssl == NULL)
+            evutil_closesocket(fd);
+        if (s->cli != NULL)
+            bufferevent_openssl_set_allow_dirty_shutdown(s->cli, 1);
+    } else {
+        s->cli = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
         if (s->cli == NULL)
             evutil_closesocket(fd);
-        session_close(s, END_INTERNAL);
-        return;
     }
-    if (s->api == NULL) {
-        char client[INET6_ADDRSTRLEN + 16];
-        format_addr(peer, client, sizeof(client));
-        gw_warn("port %d client=%s: no definition can serve this connection", port->port, client);
-        GW_STAT_ADD(&port->stats[env->worker_id], no_route, 1);
-        session_close(s, END_NO_ROUTE);
+    if (s->cli == NULL || s->timer == NULL) {
+        session_close(s, END_INTERNAL);
         return;
     }
     bufferevent_setcb(s->cli, on_read, on_write, on_event, s);
     bufferevent_set_max_single_write(s->cli, GW_RELAY_HIGH_WATERMARK);
-    /* While connecting, client bytes wait in the input buffer, up to a bound. */
-    bufferevent_setwatermark(s->cli, EV_READ, 0, GW_RELAY_HIGH_WATERMARK);
+    switch (port->mode) {
+    case GW_ROUTE_SINGLE:
+        bufferevent_enable(s->cli, EV_READ);
+        routed(s, port->route);
+        return;
+    case GW_ROUTE_PEEK:
+        s->state = ST_PEEK;
+        /* Hold no more than a ClientHello may span. */
+        bufferevent_setwatermark(s->cli, EV_READ, 0, s->snap->client_hello_max);
+        break;
+    case GW_ROUTE_TLS:
+        s->state = ST_HANDSHAKE;
+        break;
+    }
+    s->route_deadline_ms = s->started_ms + s->snap->handshake_timeout_ms;
     bufferevent_enable(s->cli, EV_READ);
-    s->rr_turn = gw_rr_next(&s->api->rr);
-    connect_next(s);
+    arm_timer(s);
 }
 
 void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms)

@@ -1,9 +1,13 @@
 #include "gw_snapshot.h"
 
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "gw_clienthello.h"
+#include "gw_log.h"
 
 static int resolve(struct gw_upstream *u, char *err, size_t errlen)
 {
@@ -40,15 +44,245 @@ static int resolve(struct gw_upstream *u, char *err, size_t errlen)
     return 0;
 }
 
-/* Fills an API entry; returns -1 (with diagnostics) when it cannot be served. */
-static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
-                     struct api_diags *diags)
+/* ---- TLS ------------------------------------------------------------------------ */
+
+static int route_ex_index = -1;
+static pthread_once_t route_ex_once = PTHREAD_ONCE_INIT;
+static char no_route_mark; /* ex_data value: the client hello matched no definition */
+
+static int name_ex_index = -1; /* a copy of the requested server name */
+
+static void free_name(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    if (def->protocol == API_PROTO_TLS) {
-        api_diags_add(diags, API_SEV_ERROR, def->file, "protocol",
-                      "\"tls\" listeners (TLS termination) are not available in this version");
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    free(ptr);
+}
+
+static void route_ex_init(void)
+{
+    route_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    name_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_name);
+}
+
+const char *gw_tls_requested_name(SSL *ssl)
+{
+    const char *name = SSL_get_ex_data(ssl, name_ex_index);
+    return name != NULL ? name : "";
+}
+
+struct gw_api *gw_port_route_sni(const struct gw_port *p, const char *sni)
+{
+    struct gw_api *api = gw_sni_lookup(p->sni, sni);
+    if (api == NULL && (sni == NULL || sni[0] == '\0') && p->napis == 1)
+        api = p->apis[0];
+    return api;
+}
+
+struct gw_api *gw_tls_chosen(SSL *ssl, bool *no_route)
+{
+    void *v = SSL_get_ex_data(ssl, route_ex_index);
+    *no_route = v == &no_route_mark;
+    return *no_route ? NULL : v;
+}
+
+/* Runs in the handshake, before version and certificate selection: the SNI
+ * picks the definition, and with it the certificate and TLS settings. */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    const struct gw_port *p = arg;
+    const unsigned char *ext = NULL;
+    size_t len = 0;
+    char name[256] = "";
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) == 1) {
+        char err[128];
+        if (gw_client_hello_sni_ext(ext, len, name, err, sizeof(err)) != GW_CH_OK) {
+            *alert = SSL_AD_DECODE_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+    }
+    if (name[0] != '\0')
+        SSL_set_ex_data(ssl, name_ex_index, strdup(name));
+    struct gw_api *api = gw_port_route_sni(p, name);
+    if (api == NULL) {
+        SSL_set_ex_data(ssl, route_ex_index, &no_route_mark);
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    SSL_set_ex_data(ssl, route_ex_index, api);
+    cert_ssl_switch_ctx(ssl, api->server_ctx);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static void unref_all(struct cert_entry **e, int n)
+{
+    for (int i = 0; i < n; i++)
+        cert_entry_unref(e[i]);
+}
+
+static int build_server_tls(struct gw_api *api, const struct api_def *def,
+                            const struct gw_tls_env *tls, struct api_diags *diags)
+{
+    const struct gw_config *cfg = tls->cfg;
+    char *const *refs = def->certificates;
+    size_t nrefs = def->ncertificates;
+    const char *field = "certificates";
+    if (nrefs == 0) {
+        refs = cfg->server_tls.ssl_certificates;
+        nrefs = cfg->server_tls.nssl_certificates;
+        field = "http_server_options.ssl_certificates";
+    }
+    if (nrefs == 0) {
+        api_diags_add(diags, API_SEV_ERROR, def->file, "certificates",
+                      "protocol \"tls\" needs a certificate, here or in the gateway's "
+                      "http_server_options.ssl_certificates");
         return -1;
     }
+    struct cert_entry *certs[nrefs], *cas[def->nclient_certificates + 1];
+    int nc = 0, na = 0;
+    for (size_t i = 0; i < nrefs; i++) {
+        certs[i] = cert_resolve(tls->store, refs[i], true, def->file, field, diags);
+        if (certs[i] == NULL)
+            goto fail;
+        nc++;
+    }
+    if (def->use_mutual_tls_auth) {
+        if (def->nclient_certificates == 0) {
+            api_diags_add(diags, API_SEV_ERROR, def->file, "client_certificates",
+                          "use_mutual_tls_auth is on but no client certificate is listed");
+            goto fail;
+        }
+        for (size_t i = 0; i < def->nclient_certificates; i++) {
+            cas[i] = cert_resolve(tls->store, def->client_certificates[i], false, def->file,
+                                  "client_certificates", diags);
+            if (cas[i] == NULL)
+                goto fail;
+            na++;
+        }
+    }
+    char ciphers[2048], suites[512], err[320];
+    const char *const *names = (const char *const *)def->ext.tls_ciphers;
+    size_t nnames = def->ext.ntls_ciphers;
+    if (nnames == 0) {
+        names = (const char *const *)cfg->server_tls.ssl_ciphers;
+        nnames = cfg->server_tls.nssl_ciphers;
+    }
+    if (cert_cipher_lists(names, nnames, ciphers, sizeof(ciphers), suites, sizeof(suites), err,
+                          sizeof(err)) != 0) {
+        api_diags_add(diags, API_SEV_ERROR, def->file, API_EXT_KEY ".tls_ciphers", "%s", err);
+        goto fail;
+    }
+    struct cert_tls_opts opts = {
+        .min_version = cert_tls_version_from_tyk(
+            def->ext.tls_min_version ? def->ext.tls_min_version : cfg->server_tls.min_version),
+        .max_version = cert_tls_version_from_tyk(
+            def->ext.tls_max_version ? def->ext.tls_max_version : cfg->server_tls.max_version),
+        .ciphers = ciphers[0] ? ciphers : NULL,
+        .ciphersuites = suites[0] ? suites : NULL,
+    };
+    api->server_ctx = cert_server_ctx_new(certs, (size_t)nc, cas, (size_t)na, &opts, tls->keys,
+                                          def->api_id, err, sizeof(err));
+    if (api->server_ctx == NULL) {
+        api_diags_add(diags, API_SEV_ERROR, def->file, field, "%s", err);
+        goto fail;
+    }
+    for (size_t i = 0; i < def->ext.nalpn; i++) {
+        size_t n = strlen(def->ext.alpn[i]);
+        if (api->alpn_len + 1 + n > sizeof(api->alpn))
+            break;
+        api->alpn[api->alpn_len++] = (unsigned char)n;
+        memcpy(api->alpn + api->alpn_len, def->ext.alpn[i], n);
+        api->alpn_len += n;
+    }
+    if (api->alpn_len > 0 && cert_server_ctx_set_alpn(api->server_ctx, api->alpn, api->alpn_len))
+        goto fail;
+    unref_all(certs, nc);
+    unref_all(cas, na);
+    return 0;
+fail:
+    unref_all(certs, nc);
+    unref_all(cas, na);
+    return -1;
+}
+
+/* Tyk's host patterns of a map field, as an array for cert_host_pattern_match. */
+static int pattern_lookup(const struct api_kv *kv, size_t n, const struct api_target *t)
+{
+    const char *pats[n ? n : 1];
+    for (size_t i = 0; i < n; i++)
+        pats[i] = kv[i].key;
+    return cert_host_pattern_match(pats, n, t->host, t->port);
+}
+
+static int build_client_tls(struct gw_api *api, const struct api_def *def,
+                            const struct gw_tls_env *tls, int nworkers, struct api_diags *diags)
+{
+    const struct api_transport *tr = &def->proxy.transport;
+    bool any = false;
+    for (size_t i = 0; i < api->nups; i++)
+        any |= api->ups[i].target.scheme == API_SCHEME_TLS;
+    if (!any)
+        return 0;
+    api->verify_upstream = !tr->ssl_insecure_skip_verify;
+    if (!api->verify_upstream)
+        api_diags_add(diags, API_SEV_WARNING, def->file, "proxy.transport.ssl_insecure_skip_verify",
+                      "upstream certificates are not verified: anyone on the path can pose as "
+                      "the upstream");
+    char ciphers[2048], suites[512], err[320];
+    if (cert_cipher_lists((const char *const *)tr->ssl_ciphers, tr->nssl_ciphers, ciphers,
+                          sizeof(ciphers), suites, sizeof(suites), err, sizeof(err)) != 0) {
+        api_diags_add(diags, API_SEV_ERROR, def->file, "proxy.transport.ssl_ciphers", "%s", err);
+        return -1;
+    }
+    struct cert_tls_opts opts = {
+        .min_version = cert_tls_version_from_tyk(tr->ssl_min_version),
+        .max_version = cert_tls_version_from_tyk(tr->ssl_max_version),
+        .ciphers = ciphers[0] ? ciphers : NULL,
+        .ciphersuites = suites[0] ? suites : NULL,
+    };
+    api->client_ctx = cert_client_ctx_new(&opts, api->verify_upstream, def->ext.upstream_ca_file,
+                                          err, sizeof(err));
+    if (api->client_ctx == NULL) {
+        api_diags_add(diags, API_SEV_ERROR, def->file,
+                      def->ext.upstream_ca_file ? API_EXT_KEY ".upstream_ca_file" : "proxy", "%s",
+                      err);
+        return -1;
+    }
+    for (size_t i = 0; i < api->nups; i++) {
+        struct gw_upstream *u = &api->ups[i];
+        if (u->target.scheme != API_SCHEME_TLS)
+            continue;
+        u->sessions = calloc((size_t)nworkers, sizeof(*u->sessions));
+        if (u->sessions == NULL)
+            abort();
+        if (!def->upstream_certificates_disabled) {
+            int k =
+                pattern_lookup(def->upstream_certificates, def->nupstream_certificates, &u->target);
+            if (k >= 0) {
+                u->client_cert = cert_resolve(tls->store, def->upstream_certificates[k].value, true,
+                                              def->file, "upstream_certificates", diags);
+                if (u->client_cert == NULL)
+                    return -1;
+            }
+        }
+        if (!def->certificate_pinning_disabled) {
+            int k = pattern_lookup(def->pinned_public_keys, def->npinned_public_keys, &u->target);
+            if (k >= 0)
+                u->pins = def->pinned_public_keys[k].value;
+        }
+    }
+    return 0;
+}
+
+/* ---- definitions ------------------------------------------------------------------ */
+
+/* Fills an API entry; returns -1 (with diagnostics) when it cannot be served. */
+static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
+                     const struct gw_tls_env *tls, struct api_diags *diags)
+{
     const struct api_target *targets;
     size_t n = api_def_upstreams(def, &targets);
     api->def = def;
@@ -64,11 +298,6 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
             def->proxy.enable_load_balancing ? "proxy.target_list" : "proxy.target_url";
         u->target = targets[i];
         api_target_hostport(&u->target, u->name, sizeof(u->name));
-        if (u->target.scheme == API_SCHEME_TLS) {
-            api_diags_add(diags, API_SEV_ERROR, def->file, field,
-                          "\"tls://%s\": upstream TLS is not available in this version", u->name);
-            return -1;
-        }
         u->host_id = (unsigned)i;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(api->ups[j].name, u->name) == 0) {
@@ -82,11 +311,22 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
             return -1;
         }
     }
-    return 0;
+    if (def->protocol == API_PROTO_TLS && build_server_tls(api, def, tls, diags) != 0)
+        return -1;
+    return build_client_tls(api, def, tls, nworkers, diags);
 }
 
-static void free_api(struct gw_api *api)
+static void free_api(struct gw_api *api, int nworkers)
 {
+    for (size_t i = 0; api->ups != NULL && i < api->nups; i++) {
+        struct gw_upstream *u = &api->ups[i];
+        cert_entry_unref(u->client_cert);
+        for (int w = 0; u->sessions != NULL && w < nworkers; w++)
+            SSL_SESSION_free(u->sessions[w]);
+        free(u->sessions);
+    }
+    SSL_CTX_free(api->server_ctx);
+    SSL_CTX_free(api->client_ctx);
     free(api->ups);
     free(api->stats);
     memset(api, 0, sizeof(*api));
@@ -100,13 +340,47 @@ struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port)
     return NULL;
 }
 
-struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers, struct api_diags *diags)
+static int build_port(struct gw_port *p, const struct gw_tls_env *tls, struct api_diags *diags)
+{
+    if (p->protocol == API_PROTO_TCP && p->napis == 1) {
+        p->mode = GW_ROUTE_SINGLE;
+        p->route = p->apis[0];
+        return 0;
+    }
+    p->mode = p->protocol == API_PROTO_TLS ? GW_ROUTE_TLS : GW_ROUTE_PEEK;
+    p->sni = gw_sni_new(p->napis);
+    if (p->sni == NULL)
+        return -1;
+    for (size_t j = 0; j < p->napis; j++)
+        if (gw_sni_add(p->sni, api_def_domain(p->apis[j]->def), p->apis[j]) != 0)
+            return -1; /* the loader keeps (port, domain) unique */
+    if (p->mode == GW_ROUTE_TLS) {
+        char err[320];
+        pthread_once(&route_ex_once, route_ex_init);
+        /* Sessions and tickets live on this shared context, so they resume on
+         * any worker and whichever definition the name picks. */
+        p->front =
+            cert_server_ctx_new(NULL, 0, NULL, 0, NULL, tls->keys, "tcpgate", err, sizeof(err));
+        if (p->front == NULL) {
+            api_diags_add(diags, API_SEV_ERROR, p->apis[0]->def->file, "listen_port", "port %d: %s",
+                          p->port, err);
+            return -1;
+        }
+        SSL_CTX_set_client_hello_cb(p->front, client_hello_cb, p);
+    }
+    return 0;
+}
+
+struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
+                                      const struct gw_tls_env *tls, struct api_diags *diags)
 {
     struct gw_snapshot *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->refs = 1;
     s->nworkers = nworkers;
+    s->handshake_timeout_ms = tls->cfg->handshake_timeout_ms;
+    s->client_hello_max = (size_t)tls->cfg->client_hello_max;
     s->set = *set;
     memset(set, 0, sizeof(*set));
     s->apis = calloc(s->set.count ? s->set.count : 1, sizeof(*s->apis));
@@ -119,8 +393,8 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers, struct 
         if (!def->active)
             continue;
         struct gw_api *api = &s->apis[s->napis];
-        if (build_api(api, def, nworkers, diags) != 0) {
-            free_api(api);
+        if (build_api(api, def, nworkers, tls, diags) != 0) {
+            free_api(api, nworkers);
             continue;
         }
         s->napis++;
@@ -137,26 +411,10 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers, struct 
         }
         p->apis[p->napis++] = api;
     }
-
     for (size_t i = 0; i < s->nports; i++) {
-        struct gw_port *p = &s->ports[i];
-        if (p->napis == 1) {
-            p->route = p->apis[0];
-            continue;
-        }
-        /* Several definitions on one plain-TCP port: without reading the
-         * client's TLS ClientHello only the one without a domain can be chosen. */
-        for (size_t j = 0; j < p->napis; j++)
-            if (api_def_domain(p->apis[j]->def)[0] == '\0')
-                p->route = p->apis[j];
-        for (size_t j = 0; j < p->napis; j++) {
-            if (p->apis[j] == p->route)
-                continue;
-            api_diags_add(diags, API_SEV_WARNING, p->apis[j]->def->file, "domain",
-                          "port %d is shared; routing plain TCP by SNI is not available in this "
-                          "version, so \"%s\" gets no connections%s",
-                          p->port, api_def_domain(p->apis[j]->def),
-                          p->route ? "" : " and the port has no fallback definition");
+        if (build_port(&s->ports[i], tls, diags) != 0) {
+            gw_snapshot_unref(s);
+            return NULL;
         }
     }
     return s;
@@ -173,10 +431,12 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     if (s == NULL || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     for (size_t i = 0; i < s->napis; i++)
-        free_api(&s->apis[i]);
+        free_api(&s->apis[i], s->nworkers);
     for (size_t i = 0; i < s->nports; i++) {
         free(s->ports[i].apis);
         free(s->ports[i].stats);
+        gw_sni_free(s->ports[i].sni);
+        SSL_CTX_free(s->ports[i].front);
     }
     free(s->apis);
     free(s->ports);
@@ -184,13 +444,14 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     free(s);
 }
 
-struct gw_snapshot *gw_snapshot_load(const struct gw_config *cfg, int nworkers,
+struct gw_snapshot *gw_snapshot_load(const struct gw_tls_env *tls, int nworkers,
                                      struct api_diags *diags)
 {
     struct api_set set = {0};
-    if (api_load_dir(cfg->app_path, gw_config_port_allowed, (void *)cfg, &set, diags) != 0) {
+    if (api_load_dir(tls->cfg->app_path, gw_config_port_allowed, (void *)tls->cfg, &set, diags) !=
+        0) {
         api_set_free(&set);
         return NULL;
     }
-    return gw_snapshot_build(&set, nworkers, diags);
+    return gw_snapshot_build(&set, nworkers, tls, diags);
 }

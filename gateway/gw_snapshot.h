@@ -7,8 +7,13 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+
 #include "api_loader.h"
+#include "cert_store.h"
+#include "cert_tls.h"
 #include "gw_config.h"
+#include "gw_sni.h"
 #include "gw_stats.h"
 
 #define GW_MAX_ADDRS 4
@@ -21,6 +26,10 @@ struct gw_upstream {
     int naddrs;
     socklen_t addrlen[GW_MAX_ADDRS];
     struct sockaddr_storage addr[GW_MAX_ADDRS];
+    /* tls:// targets */
+    struct cert_entry *client_cert; /* from upstream_certificates; NULL: none */
+    const char *pins;               /* from pinned_public_keys; NULL: none */
+    SSL_SESSION **sessions;         /* one resumable session per worker */
 };
 
 struct gw_api {
@@ -29,24 +38,73 @@ struct gw_api {
     size_t nups;
     unsigned rr;                /* round-robin counter, shared by workers */
     struct gw_api_stats *stats; /* one slot per worker */
+    SSL_CTX *server_ctx;        /* protocol tls: this definition's certificate */
+    SSL_CTX *client_ctx;        /* tls:// targets */
+    bool verify_upstream;
+    unsigned char alpn[256]; /* the listener's ALPN list, wire format */
+    size_t alpn_len;
 };
 
+/* Per-port counters; X-macro as for the per-API ones. */
+#define GW_PORT_COUNTERS(X)                                                                        \
+    X(no_route, "connections no definition could take")                                            \
+    X(tls_handshakes, "TLS handshakes completed")                                                  \
+    X(tls_resumed, "TLS handshakes that resumed a session")                                        \
+    X(tls_handshake_failed, "TLS handshakes that failed")                                          \
+    X(tls_handshake_timeout, "TLS handshakes or ClientHellos that did not finish in time")         \
+    X(sni_not_found, "TLS clients whose server name no definition serves")                         \
+    X(not_tls, "connections to an SNI-routed TCP port that did not start with TLS")                \
+    X(bad_client_hello, "malformed or oversized ClientHellos")
+
 struct gw_port_stats {
-    int64_t no_route; /* connections no definition could take */
+#define GW_STAT_FIELD(name, desc) int64_t name;
+    GW_PORT_COUNTERS(GW_STAT_FIELD)
+#undef GW_STAT_FIELD
 } __attribute__((aligned(64)));
+
+enum gw_route_mode {
+    GW_ROUTE_SINGLE, /* one definition: nothing to choose */
+    GW_ROUTE_PEEK,   /* tcp, several domains: peek at the ClientHello's SNI */
+    GW_ROUTE_TLS,    /* tls: the SNI picks certificate and definition in the handshake */
+};
 
 struct gw_port {
     int port;
     enum api_protocol protocol;
     struct gw_api **apis; /* the definitions served on this port */
     size_t napis;
-    struct gw_api *route;        /* where connections go; NULL: none can be chosen */
+    enum gw_route_mode mode;
+    struct gw_api *route;        /* GW_ROUTE_SINGLE: where connections go */
+    struct gw_sni *sni;          /* PEEK and TLS: server name -> definition */
+    SSL_CTX *front;              /* TLS: the context handshakes start on */
     struct gw_port_stats *stats; /* one slot per worker */
 };
+
+/* What the snapshot needs beyond the definitions: the gateway config, the
+ * certificate folder and the ticket keys, all owned by the runtime. */
+struct gw_tls_env {
+    const struct gw_config *cfg;
+    struct cert_store *store;
+    struct cert_ticket_keys *keys;
+};
+
+/* The definition a client may reach on a port for a server name (NULL: none
+ * sent): exact, wildcard, the fallback, or the port's only definition when the
+ * client sent no name. NULL when none matches. */
+struct gw_api *gw_port_route_sni(const struct gw_port *p, const char *sni);
+
+/* After a TLS handshake on a GW_ROUTE_TLS port: the definition the client
+ * hello chose, or NULL (and *no_route set when its server name matched none). */
+struct gw_api *gw_tls_chosen(SSL *ssl, bool *no_route);
+
+/* The server name the client asked for in its hello, "" when none. */
+const char *gw_tls_requested_name(SSL *ssl);
 
 struct gw_snapshot {
     int refs;
     int nworkers;
+    int64_t handshake_timeout_ms; /* before routing: TLS handshake or ClientHello */
+    size_t client_hello_max;
     struct api_set set;
     struct gw_api *apis;
     size_t napis;
@@ -57,7 +115,8 @@ struct gw_snapshot {
 /* Builds a snapshot from a loaded set (taking it over; it is emptied). Targets are
  * resolved here; a definition that cannot be served is reported and dropped.
  * Returns NULL only when memory runs out. */
-struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers, struct api_diags *diags)
+struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
+                                      const struct gw_tls_env *tls, struct api_diags *diags)
     __attribute__((warn_unused_result));
 
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
@@ -67,7 +126,7 @@ void gw_snapshot_unref(struct gw_snapshot *s);
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port);
 
 /* Loads app_path and builds the snapshot, as both start-up and --check do. */
-struct gw_snapshot *gw_snapshot_load(const struct gw_config *cfg, int nworkers,
+struct gw_snapshot *gw_snapshot_load(const struct gw_tls_env *tls, int nworkers,
                                      struct api_diags *diags) __attribute__((warn_unused_result));
 
 #endif

@@ -20,7 +20,10 @@
     X(max_duration, "connections closed by max_connection_duration")                               \
     X(drained, "connections closed by the drain timeout at shutdown")                              \
     X(paused_reading, "times a side stopped reading because the other side was slow")              \
-    X(resumed_reading, "times a side resumed reading")
+    X(resumed_reading, "times a side resumed reading")                                             \
+    X(upstream_tls_failed, "upstream TLS handshakes that failed (verification included)")          \
+    X(upstream_pin_mismatch, "upstream certificates that matched no pinned key")                   \
+    X(upstream_tls_resumed, "upstream TLS handshakes that resumed a session")
 
 struct gw_api_stats {
 #define GW_STAT_FIELD(name, desc) int64_t name;

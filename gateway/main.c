@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cert_store.h"
 #include "gw_config.h"
 #include "gw_log.h"
 #include "gw_runtime.h"
@@ -12,6 +13,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: tcpgate [options]\n"
+            "       tcpgate cert-id FILE\n"
             "\n"
             "A TCP/TLS gateway that serves the Tyk-style API definitions (*.json) in a folder.\n"
             "\n"
@@ -25,13 +27,33 @@ static void usage(FILE *out)
             "  -V, --version          print the version and exit\n"
             "  -h, --help             print this help and exit\n"
             "\n"
+            "cert-id FILE prints the id of the first certificate in a PEM file: the lowercase\n"
+            "hex SHA-256 of its DER, which a definition's certificates entries may use.\n"
+            "\n"
             "Signals: SIGTERM or SIGINT stop accepting and let live connections finish for up\n"
             "to the drain timeout (default 30s); a second one closes them at once.\n",
             GW_DEFAULT_APP_PATH, gw_default_workers());
 }
 
+static int cert_id(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: tcpgate cert-id FILE\n");
+        return 2;
+    }
+    char id[CERT_ID_LEN + 1], err[512];
+    if (cert_id_of_file(argv[2], id, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tcpgate: %s\n", err);
+        return 1;
+    }
+    printf("%s\n", id);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "cert-id") == 0)
+        return cert_id(argc, argv);
     enum { OPT_CHECK = 256 };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},  {"apps", required_argument, NULL, 'a'},

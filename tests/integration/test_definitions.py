@@ -145,26 +145,25 @@ class DefinitionsTest(GatewayTestCase):
     def test_same_port_same_domain(self):
         self.conflict("api.example.com")
 
-    def test_shared_port_without_fallback_has_no_route(self):
+    def test_shared_port_without_fallback_closes_plain_text(self):
         """Two domains on one plain-TCP port and no definition without a
-        domain: both are warned about, and clients are closed (no_route)."""
+        domain: the port routes by the TLS server name, so a client that does
+        not speak TLS is closed and counted, and reaches no upstream."""
         echo = self.server(EchoServer)
         gw = self.gateway()
         port = free_port()
         gw.add(definition("one", port, echo.address, domain="one.example"))
         gw.add(definition("two", port, echo.address, domain="two.example"))
         gw.start()
-        for name in ("one.json", "two.json"):
-            self.assertTrue(any(re.search(r" warn\s", l) and "/%s: domain: " % name in l
-                                for l in gw.log_lines()), gw.log_tail())
         s = self.connect(port)
+        s.sendall(b"PING\r\n")
         self.assertIn(wait_closed(s, 5), ("eof", "reset"))
         s.close()
-        gw.wait_for_log(r" conn .*end=no_route", timeout=5)
+        gw.wait_for_log(r" conn .*end=no_route error=not_tls", timeout=5)
         self.assertExitClean(gw)
         self.assertEqual(echo.accepted, 0)
-        self.assertTrue(any("stats port=%d no_route=1" % port in l for l in gw.log_lines()),
-                        gw.log_tail())
+        self.assertTrue(any(re.search(r"stats port=%d .*not_tls=1" % port, l)
+                            for l in gw.log_lines()), gw.log_tail())
 
     def test_invalid_gateway_config(self):
         gw = self.gateway(config='{"tcpgate": {"drain_timeout": "soon"}}')
