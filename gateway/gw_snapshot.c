@@ -283,6 +283,16 @@ static int build_client_tls(struct gw_api *api, const struct api_def *def,
 static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
                      const struct gw_tls_env *tls, struct api_diags *diags)
 {
+    if (def->enable_proxy_protocol) {
+        /* Serving it would hand the PROXY header to the upstream as data. */
+        api_diags_add(diags, API_SEV_ERROR, def->file, "enable_proxy_protocol",
+                      "the PROXY protocol is not available in this version");
+        return -1;
+    }
+    if (def->proxy.check_host_against_uptime_tests && !def->uptime_tests.disabled &&
+        def->uptime_tests.nchecks > 0)
+        api_diags_add(diags, API_SEV_WARNING, def->file, "proxy.check_host_against_uptime_tests",
+                      "health checks are not available in this version: every target is picked");
     const struct api_target *targets;
     size_t n = api_def_upstreams(def, &targets);
     api->def = def;
