@@ -118,6 +118,13 @@ const char *api_json_type_name(const json_t *v)
     }
 }
 
+/* A string whose bytes stop at a "\u0000" would silently mean something
+ * shorter than what was written. */
+static bool has_nul(const json_t *v)
+{
+    return strlen(json_string_value(v)) != json_string_length(v);
+}
+
 int api_json_string(struct api_json_ctx *c, json_t *obj, const char *key, const char *field,
                     char **out)
 {
@@ -126,6 +133,10 @@ int api_json_string(struct api_json_ctx *c, json_t *obj, const char *key, const 
         return 0;
     if (!json_is_string(v)) {
         api_json_err(c, field, "expected a string, got %s", api_json_type_name(v));
+        return -1;
+    }
+    if (has_nul(v)) {
+        api_json_err(c, field, "contains a NUL character");
         return -1;
     }
     free(*out);
@@ -192,10 +203,13 @@ int api_json_string_array(struct api_json_ctx *c, json_t *obj, const char *key, 
         abort();
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
-        if (!json_is_string(e)) {
+        if (!json_is_string(e) || has_nul(e)) {
             char f[128];
             snprintf(f, sizeof(f), "%s[%zu]", field, i);
-            api_json_err(c, f, "expected a string, got %s", api_json_type_name(e));
+            if (json_is_string(e))
+                api_json_err(c, f, "contains a NUL character");
+            else
+                api_json_err(c, f, "expected a string, got %s", api_json_type_name(e));
             for (size_t j = 0; j < i; j++)
                 free(arr[j]);
             free(arr);
@@ -226,10 +240,14 @@ int api_json_string_map(struct api_json_ctx *c, json_t *obj, const char *key, co
     json_t *e;
     json_object_foreach(v, k, e)
     {
-        if (!json_is_string(e)) {
+        if (!json_is_string(e) || has_nul(e) || strlen(k) != json_object_iter_key_len(
+                                                                    json_object_key_to_iter(k))) {
             char f[160];
             snprintf(f, sizeof(f), "%s.%s", field, k);
-            api_json_err(c, f, "expected a string, got %s", api_json_type_name(e));
+            if (json_is_string(e))
+                api_json_err(c, f, "contains a NUL character");
+            else
+                api_json_err(c, f, "expected a string, got %s", api_json_type_name(e));
             continue;
         }
         kv[i].key = api_xstrdup(k);

@@ -25,7 +25,7 @@ struct gw_runtime {
     struct gw_snapshot *snap;
     struct gw_worker **workers;
     struct event_base *control;
-    struct event *sigterm, *sigint;
+    struct event *sigterm, *sigint, *sighup;
     int exit_fd; /* eventfd: workers report that they have ended */
     struct event *exit_ev;
     int exited;
@@ -81,7 +81,7 @@ size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diag
 
 /* ---- listening sockets ------------------------------------------------------ */
 
-static int open_listener(const char *addr, int port, char *err, size_t errlen)
+static int open_listener(const char *addr, int port, bool shared, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -125,7 +125,7 @@ static int open_listener(const char *addr, int port, char *err, size_t errlen)
     }
     int one = 1, zero = 0;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    if (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
         snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
         goto fail;
     }
@@ -135,7 +135,7 @@ static int open_listener(const char *addr, int port, char *err, size_t errlen)
         snprintf(err, errlen, "bind: %s", strerror(errno));
         goto fail;
     }
-    if (listen(fd, SOMAXCONN) != 0) {
+    if (shared && listen(fd, SOMAXCONN) != 0) {
         snprintf(err, errlen, "listen: %s", strerror(errno));
         goto fail;
     }
@@ -145,13 +145,28 @@ fail:
     return -1;
 }
 
+/* Whether someone else listens on the port already: SO_REUSEPORT would
+ * otherwise let a second gateway quietly take half of its connections. */
+static int port_taken(const char *addr, int port, char *err, size_t errlen)
+{
+    int fd = open_listener(addr, port, false, err, errlen);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
+}
+
 /* Opens one socket per worker for the port, all or none. */
 static int listen_port(struct gw_runtime *rt, struct gw_port *port)
 {
     int fds[rt->nworkers];
     char err[256];
+    if (port_taken(rt->cfg->listen_address, port->port, err, sizeof(err)) != 0) {
+        gw_error("port %d: cannot listen: %s; its definitions are not served", port->port, err);
+        return -1;
+    }
     for (int i = 0; i < rt->nworkers; i++) {
-        fds[i] = open_listener(rt->cfg->listen_address, port->port, err, sizeof(err));
+        fds[i] = open_listener(rt->cfg->listen_address, port->port, true, err, sizeof(err));
         if (fds[i] < 0) {
             for (int j = 0; j < i; j++)
                 close(fds[j]);
@@ -163,7 +178,10 @@ static int listen_port(struct gw_runtime *rt, struct gw_port *port)
         if (gw_worker_listen(rt->workers[i], fds[i], port) != 0) {
             for (int j = i + 1; j < rt->nworkers; j++)
                 close(fds[j]);
-            gw_error("port %d: cannot set up the listener", port->port);
+            for (int j = 0; j < i; j++)
+                gw_worker_unlisten(rt->workers[j], port);
+            gw_error("port %d: cannot set up the listener; its definitions are not served",
+                     port->port);
             return -1;
         }
     }
@@ -208,6 +226,15 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
         for (int i = 0; i < rt->nworkers; i++)
             gw_worker_stop(rt->workers[i], 0);
     }
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    /* SIGHUP must never kill a gateway that serves live connections. */
+    gw_warn("received SIGHUP: reloading is not available in this version; ignored");
 }
 
 static void on_worker_exit(void *arg)
@@ -278,6 +305,8 @@ static void runtime_free(struct gw_runtime *rt)
         event_free(rt->sigterm);
     if (rt->sigint != NULL)
         event_free(rt->sigint);
+    if (rt->sighup != NULL)
+        event_free(rt->sighup);
     if (rt->exit_ev != NULL)
         event_free(rt->exit_ev);
     if (rt->rotate != NULL)
@@ -327,6 +356,9 @@ int gw_run(const struct gw_config *cfg)
     rt.exit_ev = event_new(rt.control, rt.exit_fd, EV_READ | EV_PERSIST, on_exit_event, &rt);
     rt.sigterm = evsignal_new(rt.control, SIGTERM, on_stop_signal, &rt);
     rt.sigint = evsignal_new(rt.control, SIGINT, on_stop_signal, &rt);
+    rt.sighup = evsignal_new(rt.control, SIGHUP, on_hup, &rt);
+    if (rt.sighup == NULL || evsignal_add(rt.sighup, NULL) != 0)
+        goto out;
     rt.rotate = event_new(rt.control, -1, EV_PERSIST, on_rotate, &rt);
     struct timeval every = {.tv_sec = cfg->ticket_key_rotation_ms / 1000,
                             .tv_usec = (cfg->ticket_key_rotation_ms % 1000) * 1000};

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -95,6 +97,11 @@ struct gw_session {
 
     struct dir c2u, u2c;
     int64_t started_ms, active_ms, connect_deadline_ms, drain_deadline_ms, route_deadline_ms;
+    int64_t flush_deadline_ms; /* a side failed: the other's queued bytes must go by then */
+    int64_t retry_at_ms;       /* out of descriptors: when to try the connect again */
+    struct evbuffer_cb_entry *cli_out_cb, *up_out_cb;
+    int64_t kernel_queued; /* bytes in both sockets' send queues at the last idle check */
+    bool fd_waiting;       /* counted in the worker's descriptor waiters */
     uint64_t rx, tx;
     char sni[256];     /* the client's server name, "" when none */
     char alpn[64];     /* the protocol negotiated with the client, "" when none */
@@ -194,8 +201,35 @@ static void describe_tls(const char *label, struct bufferevent *bev, char *buf, 
     }
 }
 
+/* Frees one side. A stream cut short reaches the peer as a reset, not as a
+ * clean end: after the other side failed, or when queued bytes are dropped. */
+static void close_side(struct bufferevent *bev, struct evbuffer_cb_entry *cb, enum end_reason why)
+{
+    if (bev == NULL)
+        return;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    if (cb != NULL)
+        evbuffer_remove_cb_entry(out, cb);
+    bool cut = why == END_CLIENT_ERROR || why == END_UPSTREAM_ERROR ||
+               (why != END_CLOSED && evbuffer_get_length(out) > 0);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (cut && fd >= 0) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    bufferevent_free(bev);
+}
+
+static void stop_fd_wait(struct gw_session *s)
+{
+    if (s->fd_waiting && s->env.fd_wait != NULL)
+        s->env.fd_wait(s->env.arg, -1, 0);
+    s->fd_waiting = false;
+}
+
 static void session_close(struct gw_session *s, enum end_reason why)
 {
+    stop_fd_wait(s);
     if (gw_log_enabled(GW_LOG_INFO)) {
         char client[INET6_ADDRSTRLEN + 16], down[400], up[128];
         format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
@@ -220,10 +254,8 @@ static void session_close(struct gw_session *s, enum end_reason why)
         else if (why == END_CONNECT_FAILED)
             GW_STAT_ADD(s->st, no_upstream, 1);
     }
-    if (s->cli != NULL)
-        bufferevent_free(s->cli);
-    if (s->up != NULL)
-        bufferevent_free(s->up);
+    close_side(s->cli, s->cli_out_cb, why);
+    close_side(s->up, s->up_out_cb, why);
     if (s->timer != NULL)
         event_free(s->timer);
     struct gw_session_list *l = s->env.list;
@@ -248,16 +280,18 @@ static int64_t min_deadline(int64_t a, int64_t b)
 /* The earliest deadline of the current state, 0 for none. */
 static int64_t next_deadline(const struct gw_session *s)
 {
-    if (s->state == ST_PEEK || s->state == ST_HANDSHAKE)
-        return min_deadline(s->route_deadline_ms, s->drain_deadline_ms);
-    if (s->state == ST_CONNECT)
-        return min_deadline(s->connect_deadline_ms, s->drain_deadline_ms);
-    const struct api_ext *ext = &s->api->def->ext;
     int64_t d = s->drain_deadline_ms;
-    if (ext->idle_timeout_ms > 0)
-        d = min_deadline(d, s->active_ms + ext->idle_timeout_ms);
+    if (s->state == ST_PEEK || s->state == ST_HANDSHAKE)
+        return min_deadline(d, s->route_deadline_ms);
+    const struct api_ext *ext = &s->api->def->ext;
     if (ext->max_connection_duration_ms > 0)
         d = min_deadline(d, s->started_ms + ext->max_connection_duration_ms);
+    if (s->state == ST_CONNECT)
+        return min_deadline(min_deadline(d, s->connect_deadline_ms), s->retry_at_ms);
+    if (s->failure != END_NONE)
+        return min_deadline(d, s->flush_deadline_ms);
+    if (ext->idle_timeout_ms > 0)
+        d = min_deadline(d, s->active_ms + ext->idle_timeout_ms);
     return d;
 }
 
@@ -311,7 +345,7 @@ static void maybe_shutdown(struct bufferevent *dst, struct dir *d)
 #define LIBEVENT_READ_CHUNK 4096
 #define READ_MORE_CHUNK (64 * 1024)
 
-static size_t read_more(evutil_socket_t fd, struct evbuffer *out, size_t room)
+static size_t read_more(evutil_socket_t fd, struct evbuffer *out, size_t room, bool *failed)
 {
     size_t total = 0;
     while (room > 0) {
@@ -329,6 +363,8 @@ static size_t read_more(evutil_socket_t fd, struct evbuffer *out, size_t room)
         }
         ssize_t r = readv(fd, iov, nv);
         if (r <= 0) {
+            /* A reset read here would be gone when libevent reads next. */
+            *failed = r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
             evbuffer_commit_space(out, v, 0);
             break;
         }
@@ -348,24 +384,24 @@ static size_t read_more(evutil_socket_t fd, struct evbuffer *out, size_t room)
     return total;
 }
 
-static void relay(struct gw_session *s, struct bufferevent *src, struct bufferevent *dst,
+/* Moves what src has read to dst's output. Returns false when reading on
+ * found src failed (a reset): the caller then treats src as failed. */
+static bool relay(struct gw_session *s, struct bufferevent *src, struct bufferevent *dst,
                   struct dir *d)
 {
     struct evbuffer *in = bufferevent_get_input(src);
     struct evbuffer *out = bufferevent_get_output(dst);
     size_t n = evbuffer_get_length(in);
+    bool failed = false;
     if (n == 0)
-        return;
+        return true;
     evbuffer_add_buffer(out, in);
     size_t queued = evbuffer_get_length(out);
     if (n >= LIBEVENT_READ_CHUNK && queued < GW_RELAY_HIGH_WATERMARK && bev_ssl(src) == NULL)
-        n += read_more(bufferevent_getfd(src), out, GW_RELAY_HIGH_WATERMARK - queued);
+        n += read_more(bufferevent_getfd(src), out, GW_RELAY_HIGH_WATERMARK - queued, &failed);
     if (src == s->cli) {
         s->rx += n;
         GW_STAT_ADD(s->st, rx_bytes, (int64_t)n);
-    } else {
-        s->tx += n;
-        GW_STAT_ADD(s->st, tx_bytes, (int64_t)n);
     }
     s->active_ms = gw_now_ms();
     if (!d->paused && evbuffer_get_length(out) >= GW_RELAY_HIGH_WATERMARK) {
@@ -375,9 +411,26 @@ static void relay(struct gw_session *s, struct bufferevent *src, struct bufferev
         d->paused = true;
         GW_STAT_ADD(s->st, paused_reading, 1);
     }
+    return !failed;
+}
+
+/* Bytes left an output buffer: the connection is alive even when nothing is
+ * read (a slow reader), and bytes written to the client are counted here, when
+ * they are written rather than when they are queued. */
+static void on_output_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct gw_session *s = arg;
+    if (info->n_deleted == 0)
+        return;
+    s->active_ms = gw_now_ms();
+    if (s->cli != NULL && buf == bufferevent_get_output(s->cli)) {
+        s->tx += info->n_deleted;
+        GW_STAT_ADD(s->st, tx_bytes, (int64_t)info->n_deleted);
+    }
 }
 
 static void peek(struct gw_session *s);
+static void relay_failed(struct gw_session *s, struct bufferevent *bev);
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
@@ -388,10 +441,9 @@ static void on_read(struct bufferevent *bev, void *arg)
     }
     if (s->state != ST_RELAY)
         return; /* client bytes wait in the input buffer until connected */
-    if (bev == s->cli)
-        relay(s, s->cli, s->up, &s->c2u);
-    else
-        relay(s, s->up, s->cli, &s->u2c);
+    bool ok = bev == s->cli ? relay(s, s->cli, s->up, &s->c2u) : relay(s, s->up, s->cli, &s->u2c);
+    if (!ok)
+        relay_failed(s, bev);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
@@ -399,9 +451,14 @@ static void on_write(struct bufferevent *bev, void *arg)
     struct gw_session *s = arg;
     if (s->state != ST_RELAY)
         return;
+    if (s->failure != END_NONE) {
+        /* The other side failed; this one was flushing what it had sent. */
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            session_close(s, s->failure);
+        return;
+    }
     struct bufferevent *src = bev == s->up ? s->cli : s->up;
     struct dir *d = bev == s->up ? &s->c2u : &s->u2c;
-    s->active_ms = gw_now_ms();
     if (d->paused) {
         d->paused = false;
         bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
@@ -411,25 +468,34 @@ static void on_write(struct bufferevent *bev, void *arg)
     }
     maybe_shutdown(bev, d);
     if (relay_done(s))
-        session_close(s, s->failure != END_NONE ? s->failure : END_CLOSED);
+        session_close(s, END_CLOSED);
 }
 
-/* A side failed: deliver what the other side still has queued, then close. */
+/* How long the side left may take to flush what the failed side sent. */
+#define FLUSH_TIMEOUT_MS 10000
+
+/* A side failed: deliver what it had sent to the other side, then close. The
+ * other side is then reset, so its peer learns that the stream was cut. */
 static void relay_failed(struct gw_session *s, struct bufferevent *bev)
 {
+    if (s->failure != END_NONE) {
+        /* The side that was flushing failed too: nothing more can be delivered. */
+        session_close(s, s->failure);
+        return;
+    }
     s->failure = bev == s->cli ? END_CLIENT_ERROR : END_UPSTREAM_ERROR;
     struct bufferevent *other = bev == s->cli ? s->up : s->cli;
     struct dir *from_bev = bev == s->cli ? &s->c2u : &s->u2c;
-    struct dir *to_bev = bev == s->cli ? &s->u2c : &s->c2u;
     relay(s, bev, other, from_bev);
-    from_bev->eof = true;
-    to_bev->eof = to_bev->shut = true; /* nothing more can reach bev */
     bufferevent_disable(bev, EV_READ | EV_WRITE);
     bufferevent_disable(other, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(other)) == 0)
+    if (evbuffer_get_length(bufferevent_get_output(other)) == 0) {
         session_close(s, s->failure);
-    else
-        maybe_shutdown(other, from_bev); /* on_write closes once flushed */
+        return;
+    }
+    bufferevent_setwatermark(other, EV_WRITE, 0, 0); /* on_write closes once flushed */
+    s->flush_deadline_ms = gw_now_ms() + FLUSH_TIMEOUT_MS;
+    arm_timer(s);
 }
 
 static void relay_event(struct gw_session *s, struct bufferevent *bev, short what)
@@ -487,6 +553,7 @@ static void connected(struct gw_session *s)
     }
     s->state = ST_RELAY;
     s->active_ms = gw_now_ms();
+    s->up_out_cb = evbuffer_add_cb(bufferevent_get_output(s->up), on_output_drained, s);
     GW_STAT_ADD(s->st, upstream_cx_total, 1);
     set_nodelay(bufferevent_getfd(s->up));
     gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), u->name, s->attempt);
@@ -547,7 +614,7 @@ static void connect_failed(struct gw_session *s, bool timeout)
     s->up = NULL;
     /* Another address of the same name belongs to the same attempt; a TLS
      * failure is the host's answer, not the address's. */
-    if (!timeout && !tls_failed && s->addr + 1 < u->naddrs) {
+    if (!tls_failed && s->addr + 1 < u->naddrs) {
         s->addr++;
         s->attempt--;
     } else {
@@ -659,6 +726,9 @@ static struct bufferevent *upstream_bev(struct gw_session *s, struct gw_upstream
     return bev;
 }
 
+/* Out of descriptors: how long to wait before trying a connect again. */
+#define FD_RETRY_MS 100
+
 static void connect_next(struct gw_session *s)
 {
     const struct api_ext *ext = &s->api->def->ext;
@@ -679,7 +749,10 @@ static void connect_next(struct gw_session *s)
             break;
         bufferevent_setcb(s->up, on_read, on_write, on_event, s);
         bufferevent_set_max_single_write(s->up, GW_RELAY_HIGH_WATERMARK);
-        s->connect_deadline_ms = gw_now_ms() + ext->connect_timeout_ms;
+        if (s->retry_at_ms == 0)
+            s->connect_deadline_ms = gw_now_ms() + ext->connect_timeout_ms;
+        s->retry_at_ms = 0;
+        stop_fd_wait(s);
         /* A refused connect is reported through on_event, like any other. */
         if (bufferevent_socket_connect(s->up, (const struct sockaddr *)&u->addr[s->addr],
                                        (int)u->addrlen[s->addr]) == 0) {
@@ -687,12 +760,36 @@ static void connect_next(struct gw_session *s)
             return;
         }
         s->last_errno = errno;
-        GW_STAT_ADD(s->st, connect_fail, 1);
-        gw_warn("api_id=%s cannot open a socket to %s: %s", api_id(s), u->name,
-                strerror(s->last_errno));
         bufferevent_free(s->up);
         s->up = NULL;
+        if (s->last_errno == EMFILE || s->last_errno == ENFILE || s->last_errno == ENOBUFS ||
+            s->last_errno == ENOMEM) {
+            /* Our shortage, not the target's fault: stop accepting for a while
+             * and try again shortly, within the connect timeout. */
+            s->attempt--;
+            if (!s->fd_waiting && s->env.fd_wait != NULL)
+                s->env.fd_wait(s->env.arg, +1, s->last_errno);
+            s->fd_waiting = true;
+            if (gw_now_ms() + FD_RETRY_MS < s->connect_deadline_ms) {
+                s->retry_at_ms = gw_now_ms() + FD_RETRY_MS;
+                arm_timer(s);
+                return;
+            }
+            s->error = "out_of_descriptors";
+            session_close(s, END_INTERNAL);
+            return;
+        }
+        GW_STAT_ADD(s->st, connect_fail, 1);
+        gw_info("api_id=%s connect to %s failed at once: %s (attempt %u of %d)", api_id(s), u->name,
+                strerror(s->last_errno), s->attempt, ext->max_connect_attempts);
+        if (s->addr + 1 < u->naddrs) {
+            s->addr++; /* the same attempt, the name's next address */
+            s->attempt--;
+            continue;
+        }
         s->addr = 0;
+        if (u->host_id < 64)
+            s->failed_hosts |= 1ULL << u->host_id;
     }
     char client[INET6_ADDRSTRLEN + 16];
     format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
@@ -756,6 +853,24 @@ static void peek(struct gw_session *s)
 
 /* ---- timer -------------------------------------------------------------------------- */
 
+/* A slow reader drains the kernel's send queue long before the socket is
+ * writable again (the kernel waits for a third of the buffer to be free), so
+ * no callback sees it. Whether the queues moved since the last look tells a
+ * slow reader from a stalled one. */
+static bool kernel_progress(struct gw_session *s)
+{
+    int64_t total = 0;
+    struct bufferevent *sides[2] = {s->cli, s->up};
+    for (int i = 0; i < 2; i++) {
+        int q = 0;
+        if (sides[i] != NULL && ioctl(bufferevent_getfd(sides[i]), SIOCOUTQ, &q) == 0)
+            total += q;
+    }
+    bool moved = total != s->kernel_queued;
+    s->kernel_queued = total;
+    return moved && total > 0;
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -764,6 +879,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     int64_t now = gw_now_ms();
     if (s->drain_deadline_ms != 0 && now >= s->drain_deadline_ms) {
         session_close(s, END_DRAIN);
+        return;
+    }
+    const struct api_ext *ext = s->api != NULL ? &s->api->def->ext : NULL;
+    if (ext != NULL && ext->max_connection_duration_ms > 0 &&
+        now >= s->started_ms + ext->max_connection_duration_ms) {
+        session_close(s, END_MAX_DURATION);
         return;
     }
     if (s->state == ST_PEEK || s->state == ST_HANDSHAKE) {
@@ -776,21 +897,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (s->state == ST_CONNECT) {
-        if (now >= s->connect_deadline_ms)
+        if (s->up == NULL && s->retry_at_ms != 0 && now >= s->retry_at_ms)
+            connect_next(s);
+        else if (s->up != NULL && now >= s->connect_deadline_ms)
             connect_failed(s, true);
         else
             arm_timer(s);
         return;
     }
-    const struct api_ext *ext = &s->api->def->ext;
-    if (ext->max_connection_duration_ms > 0 &&
-        now >= s->started_ms + ext->max_connection_duration_ms) {
-        session_close(s, END_MAX_DURATION);
+    if (s->failure != END_NONE && now >= s->flush_deadline_ms) {
+        session_close(s, s->failure);
         return;
     }
     if (ext->idle_timeout_ms > 0 && now >= s->active_ms + ext->idle_timeout_ms) {
-        session_close(s, END_IDLE_TIMEOUT);
-        return;
+        if (!kernel_progress(s)) {
+            session_close(s, END_IDLE_TIMEOUT);
+            return;
+        }
+        s->active_ms = now;
     }
     arm_timer(s);
 }
@@ -841,6 +965,7 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     }
     bufferevent_setcb(s->cli, on_read, on_write, on_event, s);
     bufferevent_set_max_single_write(s->cli, GW_RELAY_HIGH_WATERMARK);
+    s->cli_out_cb = evbuffer_add_cb(bufferevent_get_output(s->cli), on_output_drained, s);
     switch (port->mode) {
     case GW_ROUTE_SINGLE:
         bufferevent_enable(s->cli, EV_READ);

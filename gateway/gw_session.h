@@ -30,6 +30,11 @@ struct gw_session_env {
     struct event_base *base;
     int worker_id;
     struct gw_session_list *list;
+    /* A connect found no descriptor free (waiting = +1), or a session that
+     * waited for one stopped waiting (-1). While any waits, the worker accepts
+     * nothing: each new client would hold a descriptor and wait too. */
+    void (*fd_wait)(void *arg, int delta, int err);
+    void *arg;
 };
 
 /* Starts proxying an accepted client socket (non-blocking) for a port of snap.

@@ -29,12 +29,19 @@ static uint64_t hash(const char *s, size_t n)
     return h;
 }
 
-/* Lowercases a name into buf and drops one trailing dot; returns its length. */
+#define TOO_LONG ((size_t)-1)
+
+/* Lowercases a name into buf and drops one trailing dot; returns its length,
+ * or TOO_LONG for a name too long to be a host name (it matches nothing). */
 static size_t normalize(const char *name, char buf[NAME_MAX_LEN + 1])
 {
-    size_t n = strnlen(name, NAME_MAX_LEN + 1);
+    size_t n = strnlen(name, NAME_MAX_LEN + 2);
+    if (n > NAME_MAX_LEN && !(n == NAME_MAX_LEN + 1 && name[NAME_MAX_LEN] == '.')) {
+        buf[0] = '\0';
+        return TOO_LONG;
+    }
     if (n > NAME_MAX_LEN)
-        n = NAME_MAX_LEN;
+        n = NAME_MAX_LEN; /* 255 characters and a trailing dot */
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
         buf[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
@@ -103,6 +110,8 @@ int gw_sni_add(struct gw_sni *t, const char *domain, void *value)
 {
     char key[NAME_MAX_LEN + 1];
     size_t n = normalize(domain, key);
+    if (n == TOO_LONG)
+        return -1;
     if (n == 0) {
         if (t->has_fallback)
             return -1;
@@ -128,6 +137,8 @@ void *gw_sni_lookup(const struct gw_sni *t, const char *name)
     if (name != NULL && name[0] != '\0') {
         char key[NAME_MAX_LEN + 3];
         size_t n = normalize(name, key + 2);
+        if (n == TOO_LONG)
+            return NULL; /* not a host name: no definition, not even the fallback */
         struct slot *s = find(t, key + 2, n);
         if (s->key != NULL)
             return s->value;

@@ -41,6 +41,7 @@ struct gw_worker {
     int64_t stop_drain_ms;   /* written before cmd is activated */
     int64_t last_accept_log; /* ms */
     uint64_t accept_errors_since_log;
+    int fd_waiters; /* sessions waiting for a descriptor to connect */
     void (*on_exit)(void *arg);
     void *arg;
 };
@@ -52,13 +53,26 @@ static void on_sessions_empty(void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
+static void pause_accepting(struct gw_worker *w, int err, const char *what);
+
+static void on_fd_wait(void *arg, int delta, int err)
+{
+    struct gw_worker *w = arg;
+    w->fd_waiters += delta;
+    if (delta > 0)
+        pause_accepting(w, err, "upstream socket");
+}
+
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     (void)lev;
     struct listener *l = arg;
-    struct gw_session_env env = {
-        .base = l->w->base, .worker_id = l->w->id, .list = &l->w->sessions};
+    struct gw_session_env env = {.base = l->w->base,
+                                 .worker_id = l->w->id,
+                                 .list = &l->w->sessions,
+                                 .fd_wait = on_fd_wait,
+                                 .arg = l->w};
     gw_session_accept(&env, l->w->snap, l->port, fd, sa, salen);
 }
 
@@ -67,30 +81,48 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct listener *l = arg;
-    if (l->lev != NULL)
-        evconnlistener_enable(l->lev);
+    if (l->lev == NULL)
+        return;
+    if (l->w->fd_waiters > 0) {
+        /* Sessions still wait for a descriptor: keep the backlog waiting too. */
+        struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
+        evtimer_add(l->retry, &tv);
+        return;
+    }
+    evconnlistener_enable(l->lev);
 }
 
-static void on_accept_error(struct evconnlistener *lev, void *arg)
+/* Out of descriptors or memory: every listener of this worker rests, then
+ * listens again. Live sessions go on meanwhile, and their closing frees
+ * descriptors; clients wait in the kernel's backlog rather than being
+ * accepted and dropped. Logged at most once per interval, with a count. */
+static void pause_accepting(struct gw_worker *w, int err, const char *what)
 {
-    struct listener *l = arg;
-    struct gw_worker *w = l->w;
-    int err = EVUTIL_SOCKET_ERROR();
     int64_t now = gw_now_ms();
     w->accept_errors_since_log++;
     if (now - w->last_accept_log >= ACCEPT_LOG_INTERVAL_MS) {
-        gw_error("worker %d port %d: accept failed: %s (%llu times since the last report); "
+        gw_error("worker %d: %s failed: %s (%llu times since the last report); "
                  "pausing accepts for %d ms",
-                 w->id, l->port->port, evutil_socket_error_to_string(err),
+                 w->id, what, evutil_socket_error_to_string(err),
                  (unsigned long long)w->accept_errors_since_log, ACCEPT_BACKOFF_MS);
         w->last_accept_log = now;
         w->accept_errors_since_log = 0;
     }
-    /* Never leave the accept loop: rest, then listen again. Live sessions
-     * go on meanwhile, and their closing frees descriptors. */
-    evconnlistener_disable(lev);
     struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MS * 1000};
-    evtimer_add(l->retry, &tv);
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct listener *l = w->listeners[i];
+        if (l->lev == NULL)
+            continue;
+        evconnlistener_disable(l->lev);
+        evtimer_add(l->retry, &tv);
+    }
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    (void)lev;
+    struct listener *l = arg;
+    pause_accepting(l->w, EVUTIL_SOCKET_ERROR(), "accept");
 }
 
 static void close_listeners(struct gw_worker *w)
@@ -191,10 +223,6 @@ int gw_worker_listen(struct gw_worker *w, int fd, struct gw_port *port)
 static void *worker_main(void *arg)
 {
     struct gw_worker *w = arg;
-    /* Signals are the control thread's business. */
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
     event_base_dispatch(w->base);
     close_listeners(w);
     if (w->on_exit != NULL)
@@ -204,10 +232,38 @@ static void *worker_main(void *arg)
 
 int gw_worker_start(struct gw_worker *w)
 {
-    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+    /* Asynchronous signals are the control thread's business; the thread
+     * inherits this mask from its creation on. Faults stay unblocked. */
+    sigset_t async, old;
+    sigemptyset(&async);
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE, SIGCHLD, SIGALRM};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&async, sigs[i]);
+    pthread_sigmask(SIG_BLOCK, &async, &old);
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
         return -1;
     w->started = true;
     return 0;
+}
+
+void gw_worker_unlisten(struct gw_worker *w, const struct gw_port *port)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct listener *l = w->listeners[i];
+        if (l->port != port) {
+            w->listeners[kept++] = l;
+            continue;
+        }
+        if (l->lev != NULL)
+            evconnlistener_free(l->lev);
+        if (l->retry != NULL)
+            event_free(l->retry);
+        free(l);
+    }
+    w->nlisteners = kept;
 }
 
 void gw_worker_stop(struct gw_worker *w, int64_t drain_ms)

@@ -20,6 +20,9 @@ struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, void (*on_exit
 int gw_worker_listen(struct gw_worker *w, int fd, struct gw_port *port)
     __attribute__((warn_unused_result));
 
+/* Removes the listeners of a port again (before the worker starts). */
+void gw_worker_unlisten(struct gw_worker *w, const struct gw_port *port);
+
 int gw_worker_start(struct gw_worker *w) __attribute__((warn_unused_result));
 
 /* Thread-safe. Closes the listeners; live sessions get drain_ms to finish
