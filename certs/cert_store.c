@@ -18,6 +18,7 @@ struct cert_entry {
     STACK_OF(X509) * certs; /* leaf first, then the chain */
     STACK_OF(X509) * chain; /* certs without the leaf; NULL when none */
     EVP_PKEY *key;
+    char *keypath; /* the file the key came from; NULL for inline PEM */
 };
 
 struct cert_store {
@@ -66,6 +67,7 @@ static void entry_free(struct cert_entry *e)
     if (e == NULL)
         return;
     free(e->path);
+    free(e->keypath);
     sk_X509_pop_free(e->certs, X509_free);
     sk_X509_free(e->chain); /* shares the certs' references */
     EVP_PKEY_free(e->key);
@@ -182,6 +184,26 @@ static EVP_PKEY *load_key_beside(const char *path, char *found, size_t foundlen)
     return NULL;
 }
 
+/* The checks a certificate that must serve (with its key) passes. */
+static int check_key(const struct cert_entry *e, const char *file, const char *field,
+                     struct api_diags *diags)
+{
+    if (e->key == NULL) {
+        api_diags_add(diags, API_SEV_ERROR, file, field,
+                      "%s: no private key in the file, nor in %s.key", e->path, e->path);
+        return -1;
+    }
+    if (X509_check_private_key(sk_X509_value(e->certs, 0), e->key) != 1) {
+        ERR_clear_error();
+        api_diags_add(diags, API_SEV_ERROR, file, field,
+                      "%s: the private key does not match the certificate", e->path);
+        return -1;
+    }
+    if (e->keypath != NULL)
+        warn_if_readable_by_others(e->keypath, file, field, diags);
+    return 0;
+}
+
 static struct cert_entry *entry_from_bio(BIO *bio, const char *path, bool inline_pem, bool need_key,
                                          const char *file, const char *field,
                                          struct api_diags *diags)
@@ -218,21 +240,10 @@ static struct cert_entry *entry_from_bio(BIO *bio, const char *path, bool inline
     } else if (!inline_pem) {
         e->key = load_key_beside(path, keypath, sizeof(keypath));
     }
-    if (need_key) {
-        if (e->key == NULL) {
-            api_diags_add(diags, API_SEV_ERROR, file, field,
-                          "%s: no private key in the file, nor in %s.key", path, path);
-            goto fail;
-        }
-        if (X509_check_private_key(leaf, e->key) != 1) {
-            ERR_clear_error();
-            api_diags_add(diags, API_SEV_ERROR, file, field,
-                          "%s: the private key does not match the certificate", path);
-            goto fail;
-        }
-        if (keypath[0] != '\0')
-            warn_if_readable_by_others(keypath, file, field, diags);
-    }
+    if (keypath[0] != '\0')
+        e->keypath = api_xstrdup(keypath);
+    if (need_key && check_key(e, file, field, diags) != 0)
+        goto fail;
     if (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
         api_diags_add(diags, API_SEV_WARNING, file, field, "%s: the certificate has expired", path);
     return e;
@@ -356,6 +367,8 @@ struct cert_entry *cert_resolve(struct cert_store *st, const char *ref, bool nee
                               "certificate %s (%s) has no private key", ref, e->path);
                 return NULL;
             }
+            if (need_key && check_key(e, file, field, diags) != 0)
+                return NULL;
             return cert_entry_ref(e);
         }
         api_diags_add(diags, API_SEV_ERROR, file, field,

@@ -60,6 +60,8 @@ int cert_cipher_lists(const char *const *names, size_t n, char *tls12, size_t le
                       size_t len13, char *err, size_t errlen)
 {
     tls12[0] = tls13[0] = '\0';
+    if (errlen > 0)
+        err[0] = '\0';
     if (n == 0)
         return 0;
     SSL_CTX *all = SSL_CTX_new(TLS_method());
