@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,12 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
                                         "tls_ciphers",
                                         "alpn",
                                         "upstream_ca_file",
+                                        "check_interval",
+                                        "check_timeout",
+                                        "check_fall",
+                                        "check_rise",
+                                        "on_marked_down",
+                                        "check_proxy_protocol",
                                         NULL};
     api_json_strict_keys(c, obj, API_EXT_KEY, known);
 
@@ -71,6 +78,50 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
             api_json_err(c, API_EXT_KEY ".alpn", "protocol names are 1 to 255 bytes");
     api_json_string(c, obj, "upstream_ca_file", API_EXT_KEY ".upstream_ca_file",
                     &ext->upstream_ca_file);
+
+    if (api_json_duration(c, obj, "check_interval", API_EXT_KEY ".check_interval",
+                          &ext->check_interval_ms) == 0 &&
+        api_json_get(obj, "check_interval") != NULL && ext->check_interval_ms < 100)
+        api_json_err(c, API_EXT_KEY ".check_interval", "must be at least 100ms");
+    if (api_json_duration(c, obj, "check_timeout", API_EXT_KEY ".check_timeout",
+                          &ext->check_timeout_ms) == 0 &&
+        api_json_get(obj, "check_timeout") != NULL && ext->check_timeout_ms <= 0)
+        api_json_err(c, API_EXT_KEY ".check_timeout", "must be greater than 0");
+    static const char *const counts[] = {"check_fall", "check_rise"};
+    int *count_out[] = {&ext->check_fall, &ext->check_rise};
+    for (int i = 0; i < 2; i++) {
+        char f[64];
+        int64_t v = 0;
+        snprintf(f, sizeof(f), API_EXT_KEY ".%s", counts[i]);
+        if (api_json_int(c, obj, counts[i], f, &v) != 0)
+            continue;
+        if (api_json_get(obj, counts[i]) != NULL && (v < 1 || v > 100))
+            api_json_err(c, f, "must be between 1 and 100, got %lld", (long long)v);
+        else
+            *count_out[i] = (int)v;
+    }
+    char *mode = NULL;
+    if (api_json_string(c, obj, "on_marked_down", API_EXT_KEY ".on_marked_down", &mode) == 0 &&
+        mode != NULL) {
+        if (strcmp(mode, "close") == 0)
+            ext->close_on_marked_down = true;
+        else if (strcmp(mode, "keep") != 0)
+            api_json_err(c, API_EXT_KEY ".on_marked_down", "use \"keep\" or \"close\", not \"%s\"",
+                         mode);
+    }
+    free(mode);
+    mode = NULL;
+    if (api_json_string(c, obj, "check_proxy_protocol", API_EXT_KEY ".check_proxy_protocol",
+                        &mode) == 0 &&
+        mode != NULL) {
+        if (strcmp(mode, "v1") == 0)
+            ext->check_proxy_v1 = true;
+        else if (strcmp(mode, "v2") != 0)
+            api_json_err(c, API_EXT_KEY ".check_proxy_protocol",
+                         "use \"v2\" (a LOCAL header) or \"v1\" (real addresses), not \"%s\"",
+                         mode);
+    }
+    free(mode);
 }
 
 static void parse_command(struct api_json_ctx *c, json_t *cmd, const char *field,
@@ -93,8 +144,17 @@ static void parse_command(struct api_json_ctx *c, json_t *cmd, const char *field
         out->kind = API_CMD_SEND;
     else if (strcmp(name, "expect") == 0)
         out->kind = API_CMD_EXPECT;
+    else if (strcmp(name, "expect_not") == 0)
+        out->kind = API_CMD_EXPECT_NOT;
+    else if (strcmp(name, "expect_regex") == 0)
+        out->kind = API_CMD_EXPECT_REGEX;
+    else if (strcmp(name, "expect_not_regex") == 0)
+        out->kind = API_CMD_EXPECT_NOT_REGEX;
     else
-        api_json_err(c, f, "unknown command \"%s\" (use \"send\" or \"expect\")", name);
+        api_json_err(c, f,
+                     "unknown command \"%s\" (use send, expect, expect_not, expect_regex or "
+                     "expect_not_regex)",
+                     name);
     free(name);
 
     snprintf(f, sizeof(f), "%s.message", field);
@@ -110,6 +170,24 @@ static void parse_command(struct api_json_ctx *c, json_t *cmd, const char *field
         if (out->message == NULL)
             abort();
         memcpy(out->message, json_string_value(m), out->len + 1);
+    }
+    if (out->message == NULL)
+        return;
+    if (out->kind != API_CMD_SEND && out->len == 0)
+        api_json_warn(c, f, "an empty expect checks nothing");
+    if (out->kind == API_CMD_EXPECT_REGEX || out->kind == API_CMD_EXPECT_NOT_REGEX) {
+        regex_t re;
+        int rc = strlen(out->message) != out->len
+                     ? REG_BADPAT
+                     : regcomp(&re, out->message, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char why[128] = "contains a NUL character";
+            if (strlen(out->message) == out->len)
+                regerror(rc, NULL, why, sizeof(why));
+            api_json_err(c, f, "invalid regular expression: %s", why);
+        } else {
+            regfree(&re);
+        }
     }
 }
 

@@ -25,7 +25,10 @@ enum api_protocol {
 
 enum api_cmd_kind {
     API_CMD_SEND,
-    API_CMD_EXPECT,
+    API_CMD_EXPECT,           /* the text appears in what arrived since the last step */
+    API_CMD_EXPECT_NOT,       /* it does not, by the time the peer is quiet or closes */
+    API_CMD_EXPECT_REGEX,     /* a POSIX extended regular expression matches */
+    API_CMD_EXPECT_NOT_REGEX, /* it does not */
 };
 
 struct api_check_cmd {
@@ -82,6 +85,14 @@ struct api_ext {
     char **alpn; /* protocols a tls listener offers, in preference order */
     size_t nalpn;
     char *upstream_ca_file; /* CA bundle for tls:// targets; NULL: the system's */
+
+    /* Health checks; 0 or -1: the gateway's default. */
+    int64_t check_interval_ms; /* between rounds; default uptime_tests.config.time_wait */
+    int64_t check_timeout_ms;  /* per step, when the check entry sets none */
+    int check_fall;            /* consecutive failures that mark a host down */
+    int check_rise;            /* consecutive successes that bring it back */
+    bool close_on_marked_down; /* on_marked_down: "close" ends live connections */
+    bool check_proxy_v1;       /* check_proxy_protocol: "v1" (real addresses), else v2 LOCAL */
 };
 
 #define API_DEFAULT_CONNECT_TIMEOUT_MS 5000

@@ -240,8 +240,8 @@ int api_json_string_map(struct api_json_ctx *c, json_t *obj, const char *key, co
     json_t *e;
     json_object_foreach(v, k, e)
     {
-        if (!json_is_string(e) || has_nul(e) || strlen(k) != json_object_iter_key_len(
-                                                                    json_object_key_to_iter(k))) {
+        if (!json_is_string(e) || has_nul(e) ||
+            strlen(k) != json_object_iter_key_len(json_object_key_to_iter(k))) {
             char f[160];
             snprintf(f, sizeof(f), "%s.%s", field, k);
             if (json_is_string(e))
@@ -331,8 +331,7 @@ int api_json_tls_version(struct api_json_ctx *c, json_t *obj, const char *key, c
         else
             snprintf(shown, sizeof(shown), "\"%.40s\"",
                      json_is_string(v) ? json_string_value(v) : api_json_type_name(v));
-        api_json_err(c, field, "unknown TLS version %s (use \"1.2\", \"1.3\", 771 or 772)",
-                     shown);
+        api_json_err(c, field, "unknown TLS version %s (use \"1.2\", \"1.3\", 771 or 772)", shown);
         return -1;
     }
     *out = (int)n;

@@ -19,7 +19,8 @@
 
 struct gw_runtime {
     const struct gw_config *cfg;
-    struct gw_tls_env tls;
+    struct gw_build_env tls;
+    struct hc_engine *hc;
     struct event *rotate; /* session ticket key rotation */
     int nworkers;
     struct gw_snapshot *snap;
@@ -59,7 +60,7 @@ static void log_diags(const struct api_diags *d)
 size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diags)
 {
     struct api_diags diags = {0};
-    struct gw_tls_env tls = {.cfg = cfg};
+    struct gw_build_env tls = {.cfg = cfg};
     tls.store = cert_store_load(cfg->certs_path, &diags);
     tls.keys = cert_ticket_keys_new();
     if (tls.keys == NULL)
@@ -237,6 +238,17 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     gw_warn("received SIGHUP: reloading is not available in this version; ignored");
 }
 
+static void on_health_change(void *arg, struct hc_target *t, bool up)
+{
+    (void)t;
+    struct gw_runtime *rt = arg;
+    if (up || rt->workers == NULL)
+        return;
+    for (int i = 0; i < rt->nworkers; i++)
+        if (rt->workers[i] != NULL)
+            gw_worker_hosts_down(rt->workers[i]);
+}
+
 static void on_worker_exit(void *arg)
 {
     struct gw_runtime *rt = arg;
@@ -316,6 +328,7 @@ static void runtime_free(struct gw_runtime *rt)
     if (rt->control != NULL)
         event_base_free(rt->control);
     gw_snapshot_unref(rt->snap);
+    hc_engine_free(rt->hc); /* after the snapshot and the workers that read its targets */
     cert_store_free(rt->tls.store);
     cert_ticket_keys_free(rt->tls.keys);
 }
@@ -329,8 +342,16 @@ int gw_run(const struct gw_config *cfg)
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGPIPE, &ign, NULL);
 
+    rt.control = event_base_new();
+    if (rt.control == NULL)
+        goto out;
+    rt.hc = hc_engine_new(rt.control);
+    if (rt.hc == NULL)
+        goto out;
+    hc_engine_on_change(rt.hc, on_health_change, &rt);
     struct api_diags diags = {0};
     rt.tls.cfg = cfg;
+    rt.tls.hc = rt.hc;
     rt.tls.store = cert_store_load(cfg->certs_path, &diags);
     rt.tls.keys = cert_ticket_keys_new();
     if (rt.tls.keys == NULL)
@@ -349,9 +370,8 @@ int gw_run(const struct gw_config *cfg)
                     d->api_id);
     }
 
-    rt.control = event_base_new();
     rt.exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (rt.control == NULL || rt.exit_fd < 0)
+    if (rt.exit_fd < 0)
         goto out;
     rt.exit_ev = event_new(rt.control, rt.exit_fd, EV_READ | EV_PERSIST, on_exit_event, &rt);
     rt.sigterm = evsignal_new(rt.control, SIGTERM, on_stop_signal, &rt);

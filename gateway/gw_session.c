@@ -47,6 +47,7 @@ enum end_reason {
     END_HANDSHAKE_FAILED,
     END_HANDSHAKE_TIMEOUT, /* also a ClientHello that did not arrive in time */
     END_BAD_CLIENT_HELLO,  /* malformed or oversized, on an SNI-routed TCP port */
+    END_UPSTREAM_DOWN,     /* its host was marked down (on_marked_down: close) */
 };
 
 static const char *const end_names[] = {
@@ -63,6 +64,7 @@ static const char *const end_names[] = {
     "handshake_failed",
     "handshake_timeout",
     "bad_client_hello",
+    "upstream_down",
 };
 
 /* One relay direction: bytes read from src are queued on dst. */
@@ -97,8 +99,9 @@ struct gw_session {
 
     struct dir c2u, u2c;
     int64_t started_ms, active_ms, connect_deadline_ms, drain_deadline_ms, route_deadline_ms;
-    int64_t flush_deadline_ms; /* a side failed: the other's queued bytes must go by then */
-    int64_t retry_at_ms;       /* out of descriptors: when to try the connect again */
+    int64_t flush_deadline_ms;    /* a side failed: the other's queued bytes must go by then */
+    int64_t eligible_deadline_ms; /* waiting for a first health verdict until then */
+    int64_t retry_at_ms;          /* out of descriptors: when to try the connect again */
     struct evbuffer_cb_entry *cli_out_cb, *up_out_cb;
     int64_t kernel_queued; /* bytes in both sockets' send queues at the last idle check */
     bool fd_waiting;       /* counted in the worker's descriptor waiters */
@@ -253,6 +256,8 @@ static void session_close(struct gw_session *s, enum end_reason why)
             GW_STAT_ADD(s->st, drained, 1);
         else if (why == END_CONNECT_FAILED)
             GW_STAT_ADD(s->st, no_upstream, 1);
+        else if (why == END_UPSTREAM_DOWN)
+            GW_STAT_ADD(s->st, closed_on_down, 1);
     }
     close_side(s->cli, s->cli_out_cb, why);
     close_side(s->up, s->up_out_cb, why);
@@ -522,11 +527,37 @@ static void relay_event(struct gw_session *s, struct bufferevent *bev, short wha
 static void connect_next(struct gw_session *s);
 static void connect_failed(struct gw_session *s, bool timeout);
 
-static bool not_failed(void *ctx, size_t i)
+static bool healthy(void *ctx, size_t i)
+{
+    const struct gw_session *s = ctx;
+    return gw_upstream_eligible(s->api, i);
+}
+
+static bool healthy_not_failed(void *ctx, size_t i)
 {
     const struct gw_session *s = ctx;
     unsigned id = s->api->ups[i].host_id;
-    return id >= 64 || (s->failed_hosts & (1ULL << id)) == 0;
+    return healthy(ctx, i) && (id >= 64 || (s->failed_hosts & (1ULL << id)) == 0);
+}
+
+/* No target may be picked. While some were never checked (the gateway has
+ * just started), a new connection waits for a verdict, up to its connect
+ * timeout, rather than fail at once or land on a replica. */
+#define ELIGIBLE_POLL_MS 50
+
+static bool wait_for_eligible(struct gw_session *s)
+{
+    bool unknown = false;
+    for (size_t i = 0; i < s->api->nups && !unknown; i++)
+        unknown = s->api->ups[i].hc != NULL && hc_target_state(s->api->ups[i].hc) == HC_UNKNOWN;
+    int64_t now = gw_now_ms();
+    if (s->eligible_deadline_ms == 0)
+        s->eligible_deadline_ms = now + s->api->def->ext.connect_timeout_ms;
+    if (!unknown || s->attempt > 0 || now + ELIGIBLE_POLL_MS >= s->eligible_deadline_ms)
+        return false;
+    s->retry_at_ms = now + ELIGIBLE_POLL_MS;
+    arm_timer(s);
+    return true;
 }
 
 static void set_nodelay(evutil_socket_t fd)
@@ -737,9 +768,15 @@ static void connect_next(struct gw_session *s)
         if (s->addr == 0) {
             size_t n = s->api->nups, i;
             if (s->attempt == 0)
-                i = gw_pick_first(s->rr_turn, n, NULL, NULL);
-            else if ((i = gw_pick_next(s->ups, n, not_failed, s)) == n)
-                i = gw_pick_next(s->ups, n, NULL, NULL); /* all failed once: go round again */
+                i = gw_pick_first(s->rr_turn, n, healthy, s);
+            else if ((i = gw_pick_next(s->ups, n, healthy_not_failed, s)) == n)
+                i = gw_pick_next(s->ups, n, healthy, s); /* all failed once: go round again */
+            if (i == n) {
+                if (wait_for_eligible(s))
+                    return;
+                s->error = "no_healthy_target";
+                break;
+            }
             s->ups = i;
         }
         s->attempt++;
@@ -749,7 +786,7 @@ static void connect_next(struct gw_session *s)
             break;
         bufferevent_setcb(s->up, on_read, on_write, on_event, s);
         bufferevent_set_max_single_write(s->up, GW_RELAY_HIGH_WATERMARK);
-        if (s->retry_at_ms == 0)
+        if (!s->fd_waiting) /* a retry for a descriptor keeps its deadline */
             s->connect_deadline_ms = gw_now_ms() + ext->connect_timeout_ms;
         s->retry_at_ms = 0;
         stop_fd_wait(s);
@@ -793,8 +830,12 @@ static void connect_next(struct gw_session *s)
     }
     char client[INET6_ADDRSTRLEN + 16];
     format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
-    gw_warn("api_id=%s client=%s no target could be reached after %u attempts", api_id(s), client,
-            s->attempt);
+    if (s->error != NULL)
+        gw_warn("api_id=%s client=%s no target may be picked: every one is down", api_id(s),
+                client);
+    else
+        gw_warn("api_id=%s client=%s no target could be reached after %u attempts", api_id(s),
+                client, s->attempt);
     session_close(s, END_CONNECT_FAILED);
 }
 
@@ -1000,6 +1041,20 @@ void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms)
         } else {
             s->drain_deadline_ms = now + ms;
             arm_timer(s);
+        }
+        s = next;
+    }
+}
+
+void gw_session_list_close_down(struct gw_session_list *list)
+{
+    struct gw_session *s = list->head;
+    while (s != NULL) {
+        struct gw_session *next = s->next;
+        if (s->state == ST_RELAY && s->api->def->ext.close_on_marked_down &&
+            !gw_upstream_eligible(s->api, s->ups)) {
+            s->error = "marked_down";
+            session_close(s, END_UPSTREAM_DOWN);
         }
         s = next;
     }

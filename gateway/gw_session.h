@@ -47,6 +47,10 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
  * own, capped by max_ms) to finish; 0 closes them at once. */
 void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms);
 
+/* Closes the sessions whose upstream host was marked down, for definitions
+ * that ask for it (on_marked_down: close). */
+void gw_session_list_close_down(struct gw_session_list *list);
+
 /* Milliseconds on a monotonic clock. */
 int64_t gw_now_ms(void);
 

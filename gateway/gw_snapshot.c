@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gw_clienthello.h"
+#include "hc_script.h"
 #include "gw_log.h"
 
 static int resolve(struct gw_upstream *u, char *err, size_t errlen)
@@ -124,7 +126,7 @@ static void unref_all(struct cert_entry **e, int n)
 }
 
 static int build_server_tls(struct gw_api *api, const struct api_def *def,
-                            const struct gw_tls_env *tls, struct api_diags *diags)
+                            const struct gw_build_env *tls, struct api_diags *diags)
 {
     const struct gw_config *cfg = tls->cfg;
     char *const *refs = def->certificates;
@@ -217,13 +219,107 @@ static int pattern_lookup(const struct api_kv *kv, size_t n, const struct api_ta
     return cert_host_pattern_match(pats, n, t->host, t->port);
 }
 
+static bool check_is_tls(const struct api_check *c)
+{
+    if (c->protocol != NULL && c->protocol[0] != '\0')
+        return strcmp(c->protocol, "tls") == 0;
+    return c->target.scheme == API_SCHEME_TLS;
+}
+
+bool gw_upstream_eligible(const struct gw_api *api, size_t i)
+{
+    const struct hc_target *hc = api->ups[i].hc;
+    return hc == NULL || hc_target_eligible(hc);
+}
+
+/* Health checks: each check entry applies to the targets with its host:port. */
+static int build_checks(struct gw_api *api, const struct api_def *def,
+                        const struct gw_build_env *env, struct api_diags *diags)
+{
+    const struct gw_config *cfg = env->cfg;
+    bool gates = def->proxy.check_host_against_uptime_tests;
+    size_t n = def->uptime_tests.nchecks;
+    if (def->uptime_tests.disabled || cfg->uptime_tests.disable || n == 0) {
+        if (gates)
+            api_diags_add(diags, API_SEV_WARNING, def->file,
+                          "proxy.check_host_against_uptime_tests",
+                          "no health check runs for this definition, so every target is picked");
+        return 0;
+    }
+    const struct api_ext *ext = &def->ext;
+    int64_t interval = ext->check_interval_ms > 0 ? ext->check_interval_ms
+                                                  : (int64_t)cfg->uptime_tests.time_wait * 1000;
+    /* Every script compiles before any check starts. */
+    for (size_t c = 0; c < n; c++) {
+        char field[64], err[256];
+        struct hc_script script;
+        if (hc_script_compile(&def->uptime_tests.checks[c], &script, err, sizeof(err)) != 0) {
+            snprintf(field, sizeof(field), "uptime_tests.check_list[%zu]", c);
+            api_diags_add(diags, API_SEV_ERROR, def->file, field, "%s", err);
+            return -1;
+        }
+        hc_script_free(&script);
+    }
+    for (size_t c = 0; c < n; c++) {
+        const struct api_check *chk = &def->uptime_tests.checks[c];
+        char field[64], name[API_HOST_MAX + 16], err[256];
+        snprintf(field, sizeof(field), "uptime_tests.check_list[%zu]", c);
+        api_target_hostport(&chk->target, name, sizeof(name));
+        struct gw_upstream *first = NULL;
+        for (size_t i = 0; i < api->nups; i++)
+            if (strcasecmp(api->ups[i].name, name) == 0 && first == NULL)
+                first = &api->ups[i];
+        if (first == NULL) {
+            api_diags_add(diags, API_SEV_WARNING, def->file, field,
+                          "%s is not one of the definition's targets; the check is not run", name);
+            continue;
+        }
+        if (env->hc == NULL)
+            continue;
+        int64_t timeout = chk->timeout_ms > 0         ? chk->timeout_ms
+                          : ext->check_timeout_ms > 0 ? ext->check_timeout_ms
+                                                      : 3000;
+        struct hc_target_spec spec = {
+            .api_id = def->api_id,
+            .name = first->name,
+            .addrs = first->addr,
+            .addrlens = first->addrlen,
+            .naddrs = first->naddrs,
+            .check = chk,
+            .tls = check_is_tls(chk) ? api->client_ctx : NULL,
+            .tls_host = first->target.host,
+            .tls_verify = api->verify_upstream,
+            .proxy = !chk->enable_proxy_protocol ? HC_PROXY_NONE
+                     : ext->check_proxy_v1       ? HC_PROXY_V1
+                                                 : HC_PROXY_V2_LOCAL,
+            .interval_ms = interval,
+            .timeout_ms = timeout,
+            .fall = ext->check_fall > 0 ? ext->check_fall
+                                        : cfg->uptime_tests.failure_trigger_sample_size,
+            .rise = ext->check_rise > 0 ? ext->check_rise : 2,
+            .gates = gates,
+        };
+        struct hc_target *t = hc_engine_add(env->hc, &spec, err, sizeof(err));
+        if (t == NULL) {
+            api_diags_add(diags, API_SEV_ERROR, def->file, field, "%s", err);
+            return -1;
+        }
+        for (size_t i = 0; i < api->nups; i++)
+            if (strcasecmp(api->ups[i].name, name) == 0)
+                api->ups[i].hc = t;
+    }
+    return 0;
+}
+
 static int build_client_tls(struct gw_api *api, const struct api_def *def,
-                            const struct gw_tls_env *tls, int nworkers, struct api_diags *diags)
+                            const struct gw_build_env *tls, int nworkers, struct api_diags *diags)
 {
     const struct api_transport *tr = &def->proxy.transport;
     bool any = false;
     for (size_t i = 0; i < api->nups; i++)
         any |= api->ups[i].target.scheme == API_SCHEME_TLS;
+    for (size_t i = 0; i < def->uptime_tests.nchecks; i++)
+        any |= check_is_tls(&def->uptime_tests.checks[i]);
     if (!any)
         return 0;
     api->verify_upstream = !tr->ssl_insecure_skip_verify;
@@ -281,7 +377,7 @@ static int build_client_tls(struct gw_api *api, const struct api_def *def,
 
 /* Fills an API entry; returns -1 (with diagnostics) when it cannot be served. */
 static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
-                     const struct gw_tls_env *tls, struct api_diags *diags)
+                     const struct gw_build_env *tls, struct api_diags *diags)
 {
     if (def->enable_proxy_protocol) {
         /* Serving it would hand the PROXY header to the upstream as data. */
@@ -289,10 +385,7 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
                       "the PROXY protocol is not available in this version");
         return -1;
     }
-    if (def->proxy.check_host_against_uptime_tests && !def->uptime_tests.disabled &&
-        def->uptime_tests.nchecks > 0)
-        api_diags_add(diags, API_SEV_WARNING, def->file, "proxy.check_host_against_uptime_tests",
-                      "health checks are not available in this version: every target is picked");
+
     const struct api_target *targets;
     size_t n = api_def_upstreams(def, &targets);
     api->def = def;
@@ -323,7 +416,9 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
     }
     if (def->protocol == API_PROTO_TLS && build_server_tls(api, def, tls, diags) != 0)
         return -1;
-    return build_client_tls(api, def, tls, nworkers, diags);
+    if (build_client_tls(api, def, tls, nworkers, diags) != 0)
+        return -1;
+    return build_checks(api, def, tls, diags);
 }
 
 static void free_api(struct gw_api *api, int nworkers)
@@ -350,7 +445,7 @@ struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port)
     return NULL;
 }
 
-static int build_port(struct gw_port *p, const struct gw_tls_env *tls, struct api_diags *diags)
+static int build_port(struct gw_port *p, const struct gw_build_env *tls, struct api_diags *diags)
 {
     if (p->protocol == API_PROTO_TCP && p->napis == 1) {
         p->mode = GW_ROUTE_SINGLE;
@@ -382,7 +477,7 @@ static int build_port(struct gw_port *p, const struct gw_tls_env *tls, struct ap
 }
 
 struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
-                                      const struct gw_tls_env *tls, struct api_diags *diags)
+                                      const struct gw_build_env *tls, struct api_diags *diags)
 {
     struct gw_snapshot *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -454,7 +549,7 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     free(s);
 }
 
-struct gw_snapshot *gw_snapshot_load(const struct gw_tls_env *tls, int nworkers,
+struct gw_snapshot *gw_snapshot_load(const struct gw_build_env *tls, int nworkers,
                                      struct api_diags *diags)
 {
     struct api_set set = {0};

@@ -15,6 +15,7 @@
 #include "gw_config.h"
 #include "gw_sni.h"
 #include "gw_stats.h"
+#include "hc_engine.h"
 
 #define GW_MAX_ADDRS 4
 
@@ -30,6 +31,7 @@ struct gw_upstream {
     struct cert_entry *client_cert; /* from upstream_certificates; NULL: none */
     const char *pins;               /* from pinned_public_keys; NULL: none */
     SSL_SESSION **sessions;         /* one resumable session per worker */
+    struct hc_target *hc;           /* its health check; NULL: not checked */
 };
 
 struct gw_api {
@@ -82,11 +84,16 @@ struct gw_port {
 
 /* What the snapshot needs beyond the definitions: the gateway config, the
  * certificate folder and the ticket keys, all owned by the runtime. */
-struct gw_tls_env {
+struct gw_build_env {
     const struct gw_config *cfg;
     struct cert_store *store;
     struct cert_ticket_keys *keys;
+    struct hc_engine *hc; /* NULL: validate checks without running them (--check) */
 };
+
+/* Whether the balancer may pick upstream i of api now: the one question the
+ * gateway asks the health checks. Lock-free. */
+bool gw_upstream_eligible(const struct gw_api *api, size_t i);
 
 /* The definition a client may reach on a port for a server name (NULL: none
  * sent): exact, wildcard, the fallback, or the port's only definition when the
@@ -116,7 +123,7 @@ struct gw_snapshot {
  * resolved here; a definition that cannot be served is reported and dropped.
  * Returns NULL only when memory runs out. */
 struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
-                                      const struct gw_tls_env *tls, struct api_diags *diags)
+                                      const struct gw_build_env *tls, struct api_diags *diags)
     __attribute__((warn_unused_result));
 
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
@@ -126,7 +133,7 @@ void gw_snapshot_unref(struct gw_snapshot *s);
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port);
 
 /* Loads app_path and builds the snapshot, as both start-up and --check do. */
-struct gw_snapshot *gw_snapshot_load(const struct gw_tls_env *tls, int nworkers,
+struct gw_snapshot *gw_snapshot_load(const struct gw_build_env *tls, int nworkers,
                                      struct api_diags *diags) __attribute__((warn_unused_result));
 
 #endif

@@ -23,7 +23,8 @@
     X(resumed_reading, "times a side resumed reading")                                             \
     X(upstream_tls_failed, "upstream TLS handshakes that failed (verification included)")          \
     X(upstream_pin_mismatch, "upstream certificates that matched no pinned key")                   \
-    X(upstream_tls_resumed, "upstream TLS handshakes that resumed a session")
+    X(upstream_tls_resumed, "upstream TLS handshakes that resumed a session")                      \
+    X(closed_on_down, "connections closed because their upstream was marked down")
 
 struct gw_api_stats {
 #define GW_STAT_FIELD(name, desc) int64_t name;

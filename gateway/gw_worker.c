@@ -35,7 +35,8 @@ struct gw_worker {
     struct listener **listeners; /* each separately allocated: libevent holds pointers */
     size_t nlisteners;
     struct gw_session_list sessions;
-    int cmd_fd; /* eventfd: the control thread's only way in */
+    int cmd_fd;  /* eventfd: the control thread's only way in */
+    int pending; /* CMD_* bits, set by the control thread before it writes cmd_fd */
     struct event *cmd;
     bool stopping;           /* worker thread only */
     int64_t stop_drain_ms;   /* written before cmd is activated */
@@ -138,12 +139,19 @@ static void close_listeners(struct gw_worker *w)
     }
 }
 
+enum { CMD_STOP = 1, CMD_HOSTS_DOWN = 2 };
+
 static void on_cmd(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct gw_worker *w = arg;
     uint64_t v;
     if (read(fd, &v, sizeof(v)) != sizeof(v))
+        return;
+    int cmds = __atomic_exchange_n(&w->pending, 0, __ATOMIC_ACQ_REL);
+    if (cmds & CMD_HOSTS_DOWN)
+        gw_session_list_close_down(&w->sessions);
+    if (!(cmds & CMD_STOP))
         return;
     w->stopping = true;
     close_listeners(w);
@@ -266,12 +274,23 @@ void gw_worker_unlisten(struct gw_worker *w, const struct gw_port *port)
     w->nlisteners = kept;
 }
 
+static void send_cmd(struct gw_worker *w, int cmd)
+{
+    __atomic_fetch_or(&w->pending, cmd, __ATOMIC_ACQ_REL);
+    uint64_t one = 1;
+    if (write(w->cmd_fd, &one, sizeof(one)) != sizeof(one))
+        gw_error("worker %d: cannot reach the worker: %s", w->id, strerror(errno));
+}
+
 void gw_worker_stop(struct gw_worker *w, int64_t drain_ms)
 {
     __atomic_store_n(&w->stop_drain_ms, drain_ms, __ATOMIC_RELEASE);
-    uint64_t one = 1;
-    if (write(w->cmd_fd, &one, sizeof(one)) != sizeof(one))
-        gw_error("worker %d: cannot signal stop: %s", w->id, strerror(errno));
+    send_cmd(w, CMD_STOP);
+}
+
+void gw_worker_hosts_down(struct gw_worker *w)
+{
+    send_cmd(w, CMD_HOSTS_DOWN);
 }
 
 void gw_worker_join(struct gw_worker *w)

@@ -29,6 +29,10 @@ int gw_worker_start(struct gw_worker *w) __attribute__((warn_unused_result));
  * (0: close them now). The thread ends when none are left. */
 void gw_worker_stop(struct gw_worker *w, int64_t drain_ms);
 
+/* Thread-safe. A host was marked down: close the sessions to it of the
+ * definitions that ask for it. */
+void gw_worker_hosts_down(struct gw_worker *w);
+
 void gw_worker_join(struct gw_worker *w);
 void gw_worker_free(struct gw_worker *w);
 

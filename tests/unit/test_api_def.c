@@ -140,10 +140,14 @@ static void test_full_definition(void **state)
         dump_diags(&d);
     assert_non_null(def);
 
-    /* The only diagnostic: service discovery is read but not supported. */
-    assert_int_equal(d.count, 1);
+    /* Warnings only: service discovery is read but not supported, and an
+     * expect without a message checks nothing. */
+    assert_int_equal(d.count, 2);
+    assert_int_equal(api_diags_errors(&d), 0);
     assert_diag(&d, API_SEV_WARNING, "apps/full.json",
                 "proxy.service_discovery.use_discovery_service", "not supported");
+    assert_diag(&d, API_SEV_WARNING, "apps/full.json",
+                "uptime_tests.check_list[0].commands[3].message", "checks nothing");
 
     assert_string_equal(def->file, "apps/full.json");
     assert_string_equal(def->api_id, "full-api");
