@@ -99,11 +99,10 @@ enum hc_verdict hc_step_judge(const struct hc_step *st, const uint8_t *data, siz
 
 void hc_escape(const uint8_t *data, size_t len, size_t max, char *out, size_t outlen)
 {
-    size_t o = 0;
     if (outlen == 0)
         return;
-    size_t n = len < max ? len : max;
-    for (size_t i = 0; i < n; i++) {
+    size_t o = 0, i = 0, n = len < max ? len : max;
+    for (; i < n; i++) {
         char tmp[5];
         uint8_t c = data[i];
         if (c == '\r')
@@ -119,14 +118,14 @@ void hc_escape(const uint8_t *data, size_t len, size_t max, char *out, size_t ou
         else
             snprintf(tmp, sizeof(tmp), "%c", c);
         size_t t = strlen(tmp);
-        if (o + t + 4 >= outlen)
+        if (o + t + 3 >= outlen) /* keep room for "..." and the NUL */
             break;
         memcpy(out + o, tmp, t);
         o += t;
-        if (i + 1 == n && n < len && o + 3 < outlen) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-        }
+    }
+    if (i < len && o + 3 < outlen) {
+        memcpy(out + o, "...", 3);
+        o += 3;
     }
     out[o] = '\0';
 }
