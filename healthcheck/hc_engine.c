@@ -261,7 +261,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
                     n = gw_pp1_build((struct sockaddr *)&self, (struct sockaddr *)&peer,
                                      (char *)hdr, sizeof(hdr));
                 } else {
-                    n = gw_pp2_build(NULL, NULL, hdr, sizeof(hdr));
+                    n = gw_pp2_build(NULL, NULL, NULL, hdr, sizeof(hdr));
                 }
                 if (n > 0)
                     bufferevent_write(t->bev, hdr, (size_t)n);
