@@ -20,6 +20,7 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
     ext->max_connection_duration_ms = 0;
     ext->max_connect_attempts = API_DEFAULT_MAX_CONNECT_ATTEMPTS;
     ext->drain_timeout_ms = -1;
+    ext->proxy_protocol_timeout_ms = 5000;
 
     json_t *obj;
     if (api_json_object(c, root, API_EXT_KEY, API_EXT_KEY, &obj) != 0 || obj == NULL)
@@ -41,6 +42,11 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
                                         "check_rise",
                                         "on_marked_down",
                                         "check_proxy_protocol",
+                                        "proxy_protocol_trusted",
+                                        "proxy_protocol_optional",
+                                        "proxy_protocol_timeout",
+                                        "send_proxy_protocol",
+                                        "send_proxy_protocol_crc32c",
                                         NULL};
     api_json_strict_keys(c, obj, API_EXT_KEY, known);
 
@@ -122,6 +128,50 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
                          mode);
     }
     free(mode);
+
+    char **cidrs = NULL;
+    size_t ncidrs = 0;
+    if (api_json_string_array(c, obj, "proxy_protocol_trusted",
+                              API_EXT_KEY ".proxy_protocol_trusted", &cidrs, &ncidrs) == 0 &&
+        cidrs != NULL) {
+        ext->proxy_protocol_trusted = calloc(ncidrs ? ncidrs : 1, sizeof(struct api_cidr));
+        if (ext->proxy_protocol_trusted == NULL)
+            abort();
+        for (size_t i = 0; i < ncidrs; i++) {
+            char e[160], f[96];
+            if (api_cidr_parse(cidrs[i], &ext->proxy_protocol_trusted[ext->nproxy_protocol_trusted],
+                               e, sizeof(e)) == 0) {
+                ext->nproxy_protocol_trusted++;
+            } else {
+                snprintf(f, sizeof(f), API_EXT_KEY ".proxy_protocol_trusted[%zu]", i);
+                api_json_err(c, f, "%s", e);
+            }
+            free(cidrs[i]);
+        }
+        free(cidrs);
+    }
+    api_json_bool(c, obj, "proxy_protocol_optional", API_EXT_KEY ".proxy_protocol_optional",
+                  &ext->proxy_protocol_optional);
+    if (api_json_duration(c, obj, "proxy_protocol_timeout", API_EXT_KEY ".proxy_protocol_timeout",
+                          &ext->proxy_protocol_timeout_ms) == 0 &&
+        ext->proxy_protocol_timeout_ms < 3000)
+        api_json_err(c, API_EXT_KEY ".proxy_protocol_timeout",
+                     "must be at least 3s, as the PROXY protocol's specification asks");
+    mode = NULL;
+    if (api_json_string(c, obj, "send_proxy_protocol", API_EXT_KEY ".send_proxy_protocol", &mode) ==
+            0 &&
+        mode != NULL) {
+        if (strcmp(mode, "v1") == 0)
+            ext->send_proxy_protocol = 1;
+        else if (strcmp(mode, "v2") == 0)
+            ext->send_proxy_protocol = 2;
+        else
+            api_json_err(c, API_EXT_KEY ".send_proxy_protocol", "use \"v1\" or \"v2\", not \"%s\"",
+                         mode);
+    }
+    free(mode);
+    api_json_bool(c, obj, "send_proxy_protocol_crc32c", API_EXT_KEY ".send_proxy_protocol_crc32c",
+                  &ext->send_proxy_protocol_crc32c);
 }
 
 static void parse_command(struct api_json_ctx *c, json_t *cmd, const char *field,
@@ -597,6 +647,7 @@ void api_def_free(struct api_def *def)
     free_strv(def->ext.tls_ciphers, def->ext.ntls_ciphers);
     free_strv(def->ext.alpn, def->ext.nalpn);
     free(def->ext.upstream_ca_file);
+    free(def->ext.proxy_protocol_trusted);
     free(def->proxy.transport.proxy_url);
     free(def);
 }

@@ -93,6 +93,14 @@ struct api_ext {
     int check_rise;            /* consecutive successes that bring it back */
     bool close_on_marked_down; /* on_marked_down: "close" ends live connections */
     bool check_proxy_v1;       /* check_proxy_protocol: "v1" (real addresses), else v2 LOCAL */
+
+    /* The PROXY protocol. Inbound is Tyk's enable_proxy_protocol. */
+    struct api_cidr *proxy_protocol_trusted; /* who may send a header; none: anyone */
+    size_t nproxy_protocol_trusted;
+    bool proxy_protocol_optional;      /* accept connections without a header (unsafe) */
+    int64_t proxy_protocol_timeout_ms; /* default 5 s, at least 3 s */
+    int send_proxy_protocol;           /* 0: none, 1: v1, 2: v2 */
+    bool send_proxy_protocol_crc32c;   /* v2: add a CRC32C TLV */
 };
 
 #define API_DEFAULT_CONNECT_TIMEOUT_MS 5000

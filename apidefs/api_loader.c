@@ -27,6 +27,10 @@ static const struct api_def *find_conflict(const struct api_set *set, const stru
             *what = "protocol";
             return o;
         }
+        if (o->enable_proxy_protocol != def->enable_proxy_protocol) {
+            *what = "enable_proxy_protocol";
+            return o;
+        }
         if (strcasecmp(api_def_domain(o), api_def_domain(def)) == 0) {
             *what = "domain";
             return o;
@@ -51,6 +55,11 @@ int api_set_add(struct api_set *set, struct api_def *def, api_port_allowed_fn al
         if (strcmp(what, "api_id") == 0)
             api_diags_add(diags, API_SEV_ERROR, def->file, "api_id", "\"%s\" is already used by %s",
                           def->api_id, o->file);
+        else if (strcmp(what, "enable_proxy_protocol") == 0)
+            api_diags_add(diags, API_SEV_ERROR, def->file, "enable_proxy_protocol",
+                          "port %d reads a PROXY header %s in %s; every definition on a port "
+                          "must agree, since the header comes before anything else",
+                          def->listen_port, o->enable_proxy_protocol ? "first" : "never", o->file);
         else if (strcmp(what, "protocol") == 0)
             api_diags_add(diags, API_SEV_ERROR, def->file, "protocol",
                           "port %d is already served as %s by %s; one port has one protocol",

@@ -1,6 +1,7 @@
 #include "api_target.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -144,4 +145,79 @@ void api_target_hostport(const struct api_target *t, char *buf, size_t buflen)
         snprintf(buf, buflen, "[%s]:%u", t->host, (unsigned)t->port);
     else
         snprintf(buf, buflen, "%s:%u", t->host, (unsigned)t->port);
+}
+
+int api_cidr_parse(const char *s, struct api_cidr *out, char *err, size_t errlen)
+{
+    char buf[64];
+    memset(out, 0, sizeof(*out));
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n == 0 || n >= sizeof(buf)) {
+        snprintf(err, errlen, "\"%.64s\" is not an address block", s);
+        return -1;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (inet_pton(AF_INET, buf, out->bytes) == 1) {
+        out->family = AF_INET;
+        out->prefix = 32;
+    } else if (inet_pton(AF_INET6, buf, out->bytes) == 1) {
+        out->family = AF_INET6;
+        out->prefix = 128;
+    } else {
+        snprintf(err, errlen, "\"%.64s\" is not an IPv4 or IPv6 address", buf);
+        return -1;
+    }
+    if (slash != NULL) {
+        unsigned long p = 0;
+        const char *q = slash + 1;
+        if (*q == '\0' || strlen(q) > 3) {
+            snprintf(err, errlen, "\"%.64s\": bad prefix length", s);
+            return -1;
+        }
+        for (; *q != '\0'; q++) {
+            if (*q < '0' || *q > '9') {
+                snprintf(err, errlen, "\"%.64s\": bad prefix length", s);
+                return -1;
+            }
+            p = p * 10 + (unsigned long)(*q - '0');
+        }
+        if (p > out->prefix) {
+            snprintf(err, errlen, "\"%.64s\": prefix longer than the address", s);
+            return -1;
+        }
+        out->prefix = (unsigned)p;
+    }
+    return 0;
+}
+
+bool api_cidr_contains(const struct api_cidr *c, const struct sockaddr *sa)
+{
+    uint8_t addr[16];
+    int family;
+    if (sa->sa_family == AF_INET) {
+        family = AF_INET;
+        memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+            family = AF_INET;
+            memcpy(addr, &a6->s6_addr[12], 4);
+        } else {
+            family = AF_INET6;
+            memcpy(addr, a6, 16);
+        }
+    } else {
+        return false;
+    }
+    if (family != c->family)
+        return false;
+    unsigned full = c->prefix / 8, rest = c->prefix % 8;
+    if (memcmp(addr, c->bytes, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (addr[full] & mask) == (c->bytes[full] & mask);
 }

@@ -23,11 +23,13 @@
 
 #include "gw_balancer.h"
 #include "gw_clienthello.h"
+#include "gw_proxyproto.h"
 #include "gw_log.h"
 
 enum state {
-    ST_PEEK,      /* reading the ClientHello to route by SNI */
-    ST_HANDSHAKE, /* terminating TLS; the SNI picks the definition */
+    ST_PROXY_HEADER, /* reading the client's PROXY protocol header */
+    ST_PEEK,         /* reading the ClientHello to route by SNI */
+    ST_HANDSHAKE,    /* terminating TLS; the SNI picks the definition */
     ST_CONNECT,
     ST_RELAY,
 };
@@ -48,6 +50,7 @@ enum end_reason {
     END_HANDSHAKE_TIMEOUT, /* also a ClientHello that did not arrive in time */
     END_BAD_CLIENT_HELLO,  /* malformed or oversized, on an SNI-routed TCP port */
     END_UPSTREAM_DOWN,     /* its host was marked down (on_marked_down: close) */
+    END_PROXY_REJECTED,    /* a missing, malformed, late or untrusted PROXY header */
 };
 
 static const char *const end_names[] = {
@@ -65,6 +68,7 @@ static const char *const end_names[] = {
     "handshake_timeout",
     "bad_client_hello",
     "upstream_down",
+    "proxy_rejected",
 };
 
 /* One relay direction: bytes read from src are queued on dst. */
@@ -110,8 +114,10 @@ struct gw_session {
     char alpn[64];     /* the protocol negotiated with the client, "" when none */
     const char *error; /* a short reason for the log line, static storage */
 
-    struct sockaddr_storage peer;
+    struct sockaddr_storage peer; /* the client: from the PROXY header when there was one */
     socklen_t peerlen;
+    struct sockaddr_storage orig_dst; /* the address the client connected to, from the header */
+    bool has_orig_dst;
 };
 
 int64_t gw_now_ms(void)
@@ -286,7 +292,7 @@ static int64_t min_deadline(int64_t a, int64_t b)
 static int64_t next_deadline(const struct gw_session *s)
 {
     int64_t d = s->drain_deadline_ms;
-    if (s->state == ST_PEEK || s->state == ST_HANDSHAKE)
+    if (s->state == ST_PROXY_HEADER || s->state == ST_PEEK || s->state == ST_HANDSHAKE)
         return min_deadline(d, s->route_deadline_ms);
     const struct api_ext *ext = &s->api->def->ext;
     if (ext->max_connection_duration_ms > 0)
@@ -339,7 +345,10 @@ static void maybe_shutdown(struct bufferevent *dst, struct dir *d)
         SSL_shutdown(ssl);
         ERR_clear_error();
     }
-    shutdown(bufferevent_getfd(dst), SHUT_WR);
+    /* Over a filter (TLS after a PROXY header) close_notify is still queued
+     * below: the TCP FIN waits for the final close. */
+    if (bufferevent_get_underlying(dst) == NULL)
+        shutdown(bufferevent_getfd(dst), SHUT_WR);
     d->shut = true;
 }
 
@@ -435,11 +444,17 @@ static void on_output_drained(struct evbuffer *buf, const struct evbuffer_cb_inf
 }
 
 static void peek(struct gw_session *s);
+static void proxy_header(struct gw_session *s);
+static void proxy_rejected(struct gw_session *s, int64_t *counter, const char *why);
 static void relay_failed(struct gw_session *s, struct bufferevent *bev);
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct gw_session *s = arg;
+    if (s->state == ST_PROXY_HEADER) {
+        proxy_header(s);
+        return;
+    }
     if (s->state == ST_PEEK) {
         peek(s);
         return;
@@ -566,6 +581,47 @@ static void set_nodelay(evutil_socket_t fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* The outbound PROXY header: the client's addresses (from its own header
+ * when it sent one), and with v2 the SNI, ALPN and TLS details. It is queued
+ * before any client byte, so it goes first, also when the server speaks first. */
+static void send_proxy_header(struct gw_session *s)
+{
+    struct sockaddr_storage dst;
+    socklen_t dl = sizeof(dst);
+    if (s->has_orig_dst)
+        dst = s->orig_dst;
+    else if (getsockname(bufferevent_getfd(s->cli), (struct sockaddr *)&dst, &dl) != 0)
+        memset(&dst, 0, sizeof(dst));
+    const struct sockaddr *src = (const struct sockaddr *)&s->peer;
+    uint8_t hdr[1024];
+    int n;
+    if (s->api->def->ext.send_proxy_protocol == 1) {
+        n = gw_pp1_build(src, (const struct sockaddr *)&dst, (char *)hdr, sizeof(hdr));
+    } else {
+        struct gw_pp2_extra x = {.authority = s->sni,
+                                 .alpn = (const uint8_t *)s->alpn,
+                                 .alpn_len = strlen(s->alpn),
+                                 .crc32c = s->api->def->ext.send_proxy_protocol_crc32c};
+        SSL *ssl = bev_ssl(s->cli);
+        char cn[256] = "";
+        if (ssl != NULL) {
+            x.ssl = true;
+            x.ssl_version = SSL_get_version(ssl);
+            x.ssl_cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
+            X509 *peer = SSL_get0_peer_certificate(ssl);
+            if (peer != NULL) {
+                x.ssl_client_cert = true;
+                if (X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn,
+                                              sizeof(cn)) > 0)
+                    x.ssl_cn = cn;
+            }
+        }
+        n = gw_pp2_build(src, (const struct sockaddr *)&dst, &x, hdr, sizeof(hdr));
+    }
+    if (n > 0)
+        bufferevent_write(s->up, hdr, (size_t)n);
+}
+
 static void connected(struct gw_session *s)
 {
     struct gw_upstream *u = &s->api->ups[s->ups];
@@ -588,6 +644,8 @@ static void connected(struct gw_session *s)
     GW_STAT_ADD(s->st, upstream_cx_total, 1);
     set_nodelay(bufferevent_getfd(s->up));
     gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), u->name, s->attempt);
+    if (s->api->def->ext.send_proxy_protocol)
+        send_proxy_header(s);
     /* From now on flow control is by the output buffers, not the input. */
     bufferevent_setwatermark(s->cli, EV_READ, 0, 0);
     bufferevent_enable(s->up, EV_READ | EV_WRITE);
@@ -716,8 +774,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
+    if (s->state == ST_PROXY_HEADER && !(what & BEV_EVENT_ERROR)) {
+        proxy_rejected(s, &s->pst->prx_truncated, "proxy_header_truncated");
+        return;
+    }
     /* The client went away while we were reading its ClientHello or connecting. */
-    if ((what & BEV_EVENT_ERROR) || s->state == ST_PEEK) {
+    if ((what & BEV_EVENT_ERROR) || s->state == ST_PEEK || s->state == ST_PROXY_HEADER) {
         session_close(s, (what & BEV_EVENT_ERROR) ? END_CLIENT_ERROR : END_CLOSED);
         return;
     }
@@ -928,7 +990,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         session_close(s, END_MAX_DURATION);
         return;
     }
-    if (s->state == ST_PEEK || s->state == ST_HANDSHAKE) {
+    if (s->state == ST_PROXY_HEADER && now >= s->route_deadline_ms) {
+        proxy_rejected(s, &s->pst->prx_timeout, "proxy_header_timeout");
+        return;
+    }
+    if (s->state == ST_PEEK || s->state == ST_HANDSHAKE || s->state == ST_PROXY_HEADER) {
         if (now >= s->route_deadline_ms) {
             GW_STAT_ADD(s->pst, tls_handshake_timeout, 1);
             session_close(s, END_HANDSHAKE_TIMEOUT);
@@ -962,6 +1028,112 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- public ------------------------------------------------------------------------ */
 
+/* The client's TLS begins after its PROXY header: wrap the plain bufferevent,
+ * whose input may already hold the first bytes of the ClientHello. */
+static int wrap_tls(struct gw_session *s)
+{
+    SSL *ssl = SSL_new(s->port->front);
+    if (ssl == NULL)
+        return -1;
+    evbuffer_remove_cb_entry(bufferevent_get_output(s->cli), s->cli_out_cb);
+    s->cli_out_cb = NULL;
+    bufferevent_setwatermark(s->cli, EV_READ, 0, 0);
+    /* On failure the constructor frees ssl (BEV_OPT_CLOSE_ON_FREE); the plain
+     * bufferevent stays ours. */
+    struct bufferevent *tls = bufferevent_openssl_filter_new(
+        s->env.base, s->cli, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (tls == NULL)
+        return -1;
+    s->cli = tls;
+    bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+    bufferevent_setcb(tls, on_read, on_write, on_event, s);
+    bufferevent_set_max_single_write(tls, GW_RELAY_HIGH_WATERMARK);
+    s->cli_out_cb = evbuffer_add_cb(bufferevent_get_output(tls), on_output_drained, s);
+    return 0;
+}
+
+/* The port's route is chosen now: at once, by a peeked ClientHello, or by the
+ * SNI in a TLS handshake. */
+static void begin_routing(struct gw_session *s)
+{
+    switch (s->port->mode) {
+    case GW_ROUTE_SINGLE:
+        bufferevent_enable(s->cli, EV_READ);
+        routed(s, s->port->route);
+        return;
+    case GW_ROUTE_PEEK:
+        s->state = ST_PEEK;
+        /* Hold no more than a ClientHello may span. */
+        bufferevent_setwatermark(s->cli, EV_READ, 0, s->snap->client_hello_max);
+        break;
+    case GW_ROUTE_TLS:
+        if (bev_ssl(s->cli) == NULL && wrap_tls(s) != 0) {
+            session_close(s, END_INTERNAL);
+            return;
+        }
+        s->state = ST_HANDSHAKE;
+        break;
+    }
+    s->route_deadline_ms = gw_now_ms() + s->snap->handshake_timeout_ms;
+    bufferevent_enable(s->cli, EV_READ);
+    arm_timer(s);
+    if (s->state == ST_PEEK && evbuffer_get_length(bufferevent_get_input(s->cli)) > 0)
+        peek(s); /* bytes that came with the PROXY header */
+}
+
+/* ---- the inbound PROXY header ------------------------------------------------------ */
+
+static bool trusted_source(const struct gw_port *p, const struct sockaddr *peer)
+{
+    if (p->ntrusted == 0)
+        return true;
+    for (size_t i = 0; i < p->ntrusted; i++)
+        if (api_cidr_contains(&p->trusted[i], peer))
+            return true;
+    return false;
+}
+
+static void proxy_rejected(struct gw_session *s, int64_t *counter, const char *why)
+{
+    /* This worker is the counter's only writer (see GW_STAT_ADD). */
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    s->error = why;
+    session_close(s, END_PROXY_REJECTED);
+}
+
+static void proxy_header(struct gw_session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->cli);
+    size_t len = evbuffer_get_length(in);
+    const uint8_t *data = evbuffer_pullup(in, (ev_ssize_t)len);
+    struct gw_pp_info info;
+    char err[128];
+    enum gw_pp_status st = gw_pp_parse(data, len, &info, err, sizeof(err));
+    if (st == GW_PP_NEED_MORE)
+        return;
+    if (st == GW_PP_NOT_PROXY && s->port->proxy_optional) {
+        begin_routing(s); /* no header: the bytes are the client's */
+        return;
+    }
+    if (st != GW_PP_OK) {
+        gw_debug("port %d: PROXY header rejected: %s", s->port->port, err);
+        if (st == GW_PP_NOT_PROXY)
+            proxy_rejected(s, &s->pst->prx_not_hdr, "no_proxy_header");
+        else
+            proxy_rejected(s, &s->pst->prx_bad_hdr, "bad_proxy_header");
+        return;
+    }
+    GW_STAT_ADD(s->pst, prx_accepted, 1);
+    if (info.has_addr) {
+        /* The header's addresses are the client's, everywhere from now on. */
+        memcpy(&s->peer, &info.src, sizeof(s->peer));
+        memcpy(&s->orig_dst, &info.dst, sizeof(s->orig_dst));
+        s->has_orig_dst = true;
+    }
+    evbuffer_drain(in, info.length);
+    begin_routing(s);
+}
+
 void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *snap,
                        struct gw_port *port, evutil_socket_t fd, const struct sockaddr *peer,
                        int peerlen)
@@ -983,7 +1155,7 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     list_add(env->list, s);
     set_nodelay(fd);
     s->timer = evtimer_new(env->base, on_timer, s);
-    if (port->mode == GW_ROUTE_TLS) {
+    if (port->mode == GW_ROUTE_TLS && !port->proxy_in) {
         SSL *ssl = SSL_new(port->front);
         /* On failure the constructor has freed ssl (BEV_OPT_CLOSE_ON_FREE);
          * whether it closed fd is not said, so fd is left alone. */
@@ -1007,21 +1179,18 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     bufferevent_setcb(s->cli, on_read, on_write, on_event, s);
     bufferevent_set_max_single_write(s->cli, GW_RELAY_HIGH_WATERMARK);
     s->cli_out_cb = evbuffer_add_cb(bufferevent_get_output(s->cli), on_output_drained, s);
-    switch (port->mode) {
-    case GW_ROUTE_SINGLE:
-        bufferevent_enable(s->cli, EV_READ);
-        routed(s, port->route);
+    if (!port->proxy_in) {
+        begin_routing(s);
         return;
-    case GW_ROUTE_PEEK:
-        s->state = ST_PEEK;
-        /* Hold no more than a ClientHello may span. */
-        bufferevent_setwatermark(s->cli, EV_READ, 0, s->snap->client_hello_max);
-        break;
-    case GW_ROUTE_TLS:
-        s->state = ST_HANDSHAKE;
-        break;
     }
-    s->route_deadline_ms = s->started_ms + s->snap->handshake_timeout_ms;
+    /* The PROXY header comes first, before TLS and before any routing. */
+    if (!trusted_source(port, peer)) {
+        proxy_rejected(s, &s->pst->prx_untrusted, "untrusted_proxy_source");
+        return;
+    }
+    s->state = ST_PROXY_HEADER;
+    bufferevent_setwatermark(s->cli, EV_READ, 0, GW_PP2_FIXED + 65535);
+    s->route_deadline_ms = s->started_ms + port->proxy_timeout_ms;
     bufferevent_enable(s->cli, EV_READ);
     arm_timer(s);
 }

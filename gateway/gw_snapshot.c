@@ -289,9 +289,9 @@ static int build_checks(struct gw_api *api, const struct api_def *def,
             .tls = check_is_tls(chk) ? api->client_ctx : NULL,
             .tls_host = first->target.host,
             .tls_verify = api->verify_upstream,
-            .proxy = !chk->enable_proxy_protocol ? HC_PROXY_NONE
-                     : ext->check_proxy_v1       ? HC_PROXY_V1
-                                                 : HC_PROXY_V2_LOCAL,
+            .proxy = !chk->enable_proxy_protocol && !ext->send_proxy_protocol ? HC_PROXY_NONE
+                     : ext->check_proxy_v1                                    ? HC_PROXY_V1
+                                                                              : HC_PROXY_V2_LOCAL,
             .interval_ms = interval,
             .timeout_ms = timeout,
             .fall = ext->check_fall > 0 ? ext->check_fall
@@ -379,12 +379,6 @@ static int build_client_tls(struct gw_api *api, const struct api_def *def,
 static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
                      const struct gw_build_env *tls, struct api_diags *diags)
 {
-    if (def->enable_proxy_protocol) {
-        /* Serving it would hand the PROXY header to the upstream as data. */
-        api_diags_add(diags, API_SEV_ERROR, def->file, "enable_proxy_protocol",
-                      "the PROXY protocol is not available in this version");
-        return -1;
-    }
 
     const struct api_target *targets;
     size_t n = api_def_upstreams(def, &targets);
@@ -445,8 +439,45 @@ struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port)
     return NULL;
 }
 
+/* The inbound PROXY settings are the port's: the header is read before any
+ * definition is chosen. The first definition's settings count. */
+static void build_port_proxy(struct gw_port *p, struct api_diags *diags)
+{
+    const struct api_def *first = p->apis[0]->def;
+    p->proxy_in = first->enable_proxy_protocol;
+    if (!p->proxy_in)
+        return;
+    p->proxy_optional = first->ext.proxy_protocol_optional;
+    p->proxy_timeout_ms = first->ext.proxy_protocol_timeout_ms;
+    p->trusted = first->ext.proxy_protocol_trusted;
+    p->ntrusted = first->ext.nproxy_protocol_trusted;
+    if (p->ntrusted == 0)
+        api_diags_add(diags, API_SEV_WARNING, first->file, API_EXT_KEY ".proxy_protocol_trusted",
+                      "port %d accepts a PROXY header from anyone, so any client can claim any "
+                      "address; list the proxies in front",
+                      p->port);
+    if (p->proxy_optional)
+        api_diags_add(diags, API_SEV_WARNING, first->file, API_EXT_KEY ".proxy_protocol_optional",
+                      "port %d also takes connections without a PROXY header: unsafe outside a "
+                      "migration",
+                      p->port);
+    for (size_t j = 1; j < p->napis; j++) {
+        const struct api_ext *x = &p->apis[j]->def->ext;
+        bool same = x->proxy_protocol_optional == p->proxy_optional &&
+                    x->proxy_protocol_timeout_ms == p->proxy_timeout_ms &&
+                    x->nproxy_protocol_trusted == p->ntrusted &&
+                    (p->ntrusted == 0 || memcmp(x->proxy_protocol_trusted, p->trusted,
+                                                p->ntrusted * sizeof(*p->trusted)) == 0);
+        if (!same)
+            api_diags_add(diags, API_SEV_WARNING, p->apis[j]->def->file, API_EXT_KEY,
+                          "port %d takes its PROXY protocol settings from %s", p->port,
+                          first->file);
+    }
+}
+
 static int build_port(struct gw_port *p, const struct gw_build_env *tls, struct api_diags *diags)
 {
+    build_port_proxy(p, diags);
     if (p->protocol == API_PROTO_TCP && p->napis == 1) {
         p->mode = GW_ROUTE_SINGLE;
         p->route = p->apis[0];

@@ -56,7 +56,13 @@ struct gw_api {
     X(tls_handshake_timeout, "TLS handshakes or ClientHellos that did not finish in time")         \
     X(sni_not_found, "TLS clients whose server name no definition serves")                         \
     X(not_tls, "connections to an SNI-routed TCP port that did not start with TLS")                \
-    X(bad_client_hello, "malformed or oversized ClientHellos")
+    X(bad_client_hello, "malformed or oversized ClientHellos")                                     \
+    X(prx_accepted, "PROXY headers accepted")                                                      \
+    X(prx_not_hdr, "connections without the PROXY header the port requires")                       \
+    X(prx_bad_hdr, "malformed PROXY headers")                                                      \
+    X(prx_truncated, "connections closed before their PROXY header was complete")                  \
+    X(prx_timeout, "PROXY headers that did not arrive in time")                                    \
+    X(prx_untrusted, "connections from sources not trusted to send a PROXY header")
 
 struct gw_port_stats {
 #define GW_STAT_FIELD(name, desc) int64_t name;
@@ -76,9 +82,15 @@ struct gw_port {
     struct gw_api **apis; /* the definitions served on this port */
     size_t napis;
     enum gw_route_mode mode;
-    struct gw_api *route;        /* GW_ROUTE_SINGLE: where connections go */
-    struct gw_sni *sni;          /* PEEK and TLS: server name -> definition */
-    SSL_CTX *front;              /* TLS: the context handshakes start on */
+    struct gw_api *route; /* GW_ROUTE_SINGLE: where connections go */
+    struct gw_sni *sni;   /* PEEK and TLS: server name -> definition */
+    SSL_CTX *front;       /* TLS: the context handshakes start on */
+    /* Inbound PROXY protocol: a port-wide setting, since the header comes first. */
+    bool proxy_in;
+    bool proxy_optional;
+    int64_t proxy_timeout_ms;
+    const struct api_cidr *trusted; /* NULL: anyone may send a header */
+    size_t ntrusted;
     struct gw_port_stats *stats; /* one slot per worker */
 };
 

@@ -8,7 +8,8 @@ packages=(
     cmake make gcc pkg-config clang-format
     libssl-dev libevent-dev libjansson-dev libhiredis-dev libcmocka-dev
     # peers for the tests, the examples and the benchmarks
-    python3 openssl redis-server redis-sentinel redis-tools haproxy iperf3 procps
+    python3 openssl redis-server redis-sentinel redis-tools haproxy nginx libnginx-mod-stream
+    iperf3 procps
 )
 
 missing=()
