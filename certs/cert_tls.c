@@ -216,8 +216,10 @@ static int apply_opts(SSL_CTX *ctx, const struct cert_tls_opts *o, char *err, si
         set_err(err, errlen, "no usable TLS 1.3 cipher suite");
         return -1;
     }
+    /* A peer that closes TCP without close_notify ends its stream; it is not
+     * an attack on a byte stream whose framing is the application's. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     return 0;
 }

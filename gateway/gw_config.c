@@ -214,7 +214,7 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
                               &cfg->ticket_key_rotation_ms) == 0 &&
             cfg->ticket_key_rotation_ms < 1000)
             api_json_err(&c, API_EXT_KEY ".ticket_key_rotation", "must be at least 1s");
-        get_small_int(&c, ext, "client_hello_max", API_EXT_KEY ".client_hello_max", 512, 65536,
+        get_small_int(&c, ext, "client_hello_max", API_EXT_KEY ".client_hello_max", 1024, 65536,
                       &cfg->client_hello_max);
     }
 

@@ -734,6 +734,9 @@ static void handshake_event(struct gw_session *s, short what)
         static __thread char reason[200];
         if (e != 0) {
             ERR_error_string_n(e, reason, sizeof(reason));
+            for (char *c = reason; *c != '\0'; c++)
+                if (*c == ' ')
+                    *c = '_'; /* one token in the key=value line */
             s->error = strrchr(reason, ':') ? strrchr(reason, ':') + 1 : reason;
         } else {
             s->error = (what & BEV_EVENT_EOF) ? "client_closed" : "connection_error";

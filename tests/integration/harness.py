@@ -643,6 +643,20 @@ class Gateway:
                 return {k: int(v) for k, v in _kv(m.group(2)).items()}
         raise AssertionError("no stats line for api_id=%s; log:\n%s" % (api_id, self.log_tail()))
 
+    def port_stats(self, port):
+        """The exit stats line of a listening port as a dict of ints
+        (no_route, tls_handshakes, tls_resumed, sni_not_found, ...)."""
+        for line in self.log_lines():
+            m = re.search(r" stats port=(\d+) (.*)$", line)
+            if m and int(m.group(1)) == port:
+                return {k: int(v) for k, v in _kv(m.group(2)).items()}
+        raise AssertionError("no stats line for port=%d; log:\n%s" % (port, self.log_tail()))
+
+    def lines_at(self, level):
+        """The log lines of one level ("warn", "error", ...)."""
+        rx = re.compile(r" %s\s" % re.escape(level))
+        return [l for l in self.log_lines() if rx.search(l)]
+
 
 def run_tool(*args, timeout=20.0):
     """Runs tcpgate with args to completion; returns (rc, stdout, stderr)."""
