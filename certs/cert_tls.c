@@ -292,7 +292,7 @@ struct alpn_list {
 static int alpn_ex_index = -1;
 static pthread_once_t alpn_ex_once = PTHREAD_ONCE_INIT;
 
-static void alpn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+void cert_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent;
     (void)ad;
@@ -302,9 +302,25 @@ static void alpn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long
     free(ptr);
 }
 
+const char *cert_tls_failure(SSL *ssl, unsigned long err, char *buf, size_t len)
+{
+    long v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (v != X509_V_OK) {
+        snprintf(buf, len, "TLS: certificate verify failed: %s", X509_verify_cert_error_string(v));
+        return buf;
+    }
+    if (err != 0) {
+        char detail[200];
+        ERR_error_string_n(err, detail, sizeof(detail));
+        snprintf(buf, len, "TLS: %s", detail);
+        return buf;
+    }
+    return NULL;
+}
+
 static void alpn_ex_init(void)
 {
-    alpn_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, alpn_free);
+    alpn_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, cert_ex_free);
 }
 
 /* Server preference: the first of our protocols the client also offers. */

@@ -71,6 +71,15 @@ void cert_ssl_set_session_slot(SSL *ssl, SSL_SESSION **slot);
  * "host", "*.domain", "*"), most specific first; -1 when none matches. */
 int cert_host_pattern_match(const char *const *patterns, size_t n, const char *host, int port);
 
+/* Why a client-side TLS connection failed, as one line: a verification
+ * error, else the OpenSSL error `err` (as libevent's
+ * bufferevent_get_openssl_error returns it). NULL when neither says anything:
+ * the failure was below TLS. */
+const char *cert_tls_failure(SSL *ssl, unsigned long err, char *buf, size_t len);
+
+/* An ex_data free callback that free()s the value. */
+void cert_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp);
+
 /* Whether the peer's certificate matches one of `pins`, a comma-separated list
  * of certificate ids and sha256//BASE64 SPKI pins. */
 bool cert_pins_match(X509 *peer, const char *pins);

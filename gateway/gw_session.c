@@ -664,21 +664,10 @@ static const char *upstream_failure(struct gw_session *s, char *buf, size_t len,
     if (s->last_error != NULL)
         return s->last_error;
     SSL *ssl = bev_ssl(s->up);
-    if (ssl != NULL) {
-        long v = SSL_get_verify_result(ssl);
-        unsigned long e = bufferevent_get_openssl_error(s->up);
-        if (v != X509_V_OK) {
-            snprintf(buf, len, "TLS: certificate verify failed: %s",
-                     X509_verify_cert_error_string(v));
-            return buf;
-        }
-        if (e != 0) {
-            char detail[200];
-            ERR_error_string_n(e, detail, sizeof(detail));
-            snprintf(buf, len, "TLS: %s", detail);
-            return buf;
-        }
-    }
+    const char *why =
+        ssl != NULL ? cert_tls_failure(ssl, bufferevent_get_openssl_error(s->up), buf, len) : NULL;
+    if (why != NULL)
+        return why;
     *tls = false;
     return evutil_socket_error_to_string(s->last_errno);
 }

@@ -54,20 +54,10 @@ static char no_route_mark; /* ex_data value: the client hello matched no definit
 
 static int name_ex_index = -1; /* a copy of the requested server name */
 
-static void free_name(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
-{
-    (void)parent;
-    (void)ad;
-    (void)idx;
-    (void)argl;
-    (void)argp;
-    free(ptr);
-}
-
 static void route_ex_init(void)
 {
     route_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-    name_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_name);
+    name_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, cert_ex_free);
 }
 
 const char *gw_tls_requested_name(SSL *ssl)

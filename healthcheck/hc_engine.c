@@ -138,8 +138,8 @@ static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
     __atomic_store_n(&t->eligible, !t->gates || state == HC_UP, __ATOMIC_RELEASE);
     if (state == old) {
         if (!ok)
-            gw_debug("health: api_id=%s target %s check failed (%d in a row, %s): %s",
-                     t->api_id, t->name, t->fail_streak, state_name(state), t->last_result);
+            gw_debug("health: api_id=%s target %s check failed (%d in a row, %s): %s", t->api_id,
+                     t->name, t->fail_streak, state_name(state), t->last_result);
         return;
     }
     t->transitions++;
@@ -160,7 +160,8 @@ static void fail_step(struct hc_target *t, const char *what)
     const struct hc_step *st = &t->script.steps[t->step];
     struct evbuffer *in = bufferevent_get_input(t->bev);
     size_t len = evbuffer_get_length(in);
-    const uint8_t *data = evbuffer_pullup(in, (ev_ssize_t)(len < SHOWN_BYTES + 1 ? len : SHOWN_BYTES + 1));
+    const uint8_t *data =
+        evbuffer_pullup(in, (ev_ssize_t)(len < SHOWN_BYTES + 1 ? len : SHOWN_BYTES + 1));
     char want[96], got[SHOWN_BYTES * 4 + 8];
     hc_escape(st->data, st->len, 40, want, sizeof(want));
     hc_escape(data, len, SHOWN_BYTES, got, sizeof(got));
@@ -222,21 +223,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 static const char *connect_error(struct hc_target *t, char *buf, size_t len)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(t->bev);
-    if (ssl != NULL) {
-        long v = SSL_get_verify_result(ssl);
-        unsigned long e = bufferevent_get_openssl_error(t->bev);
-        if (v != X509_V_OK) {
-            snprintf(buf, len, "tls: certificate verify failed: %s",
-                     X509_verify_cert_error_string(v));
-            return buf;
-        }
-        if (e != 0) {
-            char detail[160];
-            ERR_error_string_n(e, detail, sizeof(detail));
-            snprintf(buf, len, "tls: %s", detail);
-            return buf;
-        }
-    }
+    if (ssl != NULL && cert_tls_failure(ssl, bufferevent_get_openssl_error(t->bev), buf, len))
+        return buf;
     int err = EVUTIL_SOCKET_ERROR();
     snprintf(buf, len, "connect: %s", err ? evutil_socket_error_to_string(err) : "closed");
     return buf;
@@ -287,8 +275,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             return;
         }
         char why[256];
-        snprintf(why, sizeof(why), "connection error (%s):",
-                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        snprintf(why, sizeof(why),
+                 "connection error (%s):", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         if (t->script.steps[t->step].kind == API_CMD_SEND)
             finish(t, false, "step %zu send: %s", t->step + 1, why);
         else
