@@ -185,6 +185,21 @@ static void list_remove(struct gw_session_list *l, struct gw_session *s)
     l->count--;
 }
 
+/* Keeps the client's server name for the log line and an outbound PROXY
+ * header. A client chooses these bytes: anything that is not a host-name
+ * character becomes '_', so it cannot forge fields in the log. */
+static void keep_name(struct gw_session *s, const char *name)
+{
+    size_t i = 0;
+    for (; name[i] != '\0' && i + 1 < sizeof(s->sni); i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == '_' || c == '*';
+        s->sni[i] = ok ? c : '_';
+    }
+    s->sni[i] = '\0';
+}
+
 static SSL *bev_ssl(struct bufferevent *bev)
 {
     return bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
@@ -711,7 +726,7 @@ static void handshake_event(struct gw_session *s, short what)
     SSL *ssl = bev_ssl(s->cli);
     bool no_route = false;
     struct gw_api *api = gw_tls_chosen(ssl, &no_route);
-    snprintf(s->sni, sizeof(s->sni), "%s", gw_tls_requested_name(ssl));
+    keep_name(s, gw_tls_requested_name(ssl));
     if (!(what & BEV_EVENT_CONNECTED) || api == NULL) {
         if (no_route) {
             GW_STAT_ADD(s->pst, sni_not_found, 1);
@@ -921,7 +936,7 @@ static void peek(struct gw_session *s)
         return; /* the read watermark bounds what we hold */
     struct gw_api *api = NULL;
     if (st == GW_CH_OK) {
-        snprintf(s->sni, sizeof(s->sni), "%s", ch.has_sni ? ch.sni : "");
+        keep_name(s, ch.has_sni ? ch.sni : "");
         api = gw_port_route_sni(s->port, ch.has_sni ? ch.sni : NULL);
         if (api == NULL) {
             GW_STAT_ADD(s->pst, sni_not_found, 1);
