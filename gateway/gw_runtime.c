@@ -325,10 +325,12 @@ static void runtime_free(struct gw_runtime *rt)
         event_free(rt->rotate);
     if (rt->exit_fd >= 0)
         close(rt->exit_fd);
+    /* The workers that read the targets have ended; checks still in flight
+     * are freed while their event loop still exists. */
+    hc_engine_free(rt->hc);
     if (rt->control != NULL)
         event_base_free(rt->control);
     gw_snapshot_unref(rt->snap);
-    hc_engine_free(rt->hc); /* after the snapshot and the workers that read its targets */
     cert_store_free(rt->tls.store);
     cert_ticket_keys_free(rt->tls.keys);
 }

@@ -1227,8 +1227,9 @@ void gw_session_list_close_down(struct gw_session_list *list)
     struct gw_session *s = list->head;
     while (s != NULL) {
         struct gw_session *next = s->next;
-        if (s->state == ST_RELAY && s->api->def->ext.close_on_marked_down &&
-            !gw_upstream_eligible(s->api, s->ups)) {
+        const struct hc_target *hc = s->api != NULL ? s->api->ups[s->ups].hc : NULL;
+        if (s->state == ST_RELAY && s->api->def->ext.close_on_marked_down && hc != NULL &&
+            hc_target_state(hc) == HC_DOWN) {
             s->error = "marked_down";
             session_close(s, END_UPSTREAM_DOWN);
         }

@@ -220,10 +220,13 @@ static void on_read(struct bufferevent *bev, void *arg)
     run_steps(arg, false);
 }
 
-static const char *connect_error(struct hc_target *t, char *buf, size_t len)
+/* Why the connect failed; *tls tells a TLS refusal (the host answered) from
+ * a failure below it (try the name's next address). */
+static const char *connect_error(struct hc_target *t, char *buf, size_t len, bool *tls)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(t->bev);
-    if (ssl != NULL && cert_tls_failure(ssl, bufferevent_get_openssl_error(t->bev), buf, len))
+    *tls = ssl != NULL && cert_tls_failure(ssl, bufferevent_get_openssl_error(t->bev), buf, len);
+    if (*tls)
         return buf;
     int err = EVUTIL_SOCKET_ERROR();
     snprintf(buf, len, "connect: %s", err ? evutil_socket_error_to_string(err) : "closed");
@@ -259,8 +262,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             return;
         }
         char why[256];
-        connect_error(t, why, sizeof(why));
-        if (t->addr + 1 < t->naddrs && bufferevent_openssl_get_ssl(t->bev) == NULL) {
+        bool tls = false;
+        connect_error(t, why, sizeof(why), &tls);
+        if (t->addr + 1 < t->naddrs && !tls) {
             t->addr++;
             probe_stop(t);
             probe_connect(t);
@@ -340,6 +344,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct hc_target *t = arg;
+    /* The next round is due one interval after this one started. */
+    struct timeval every = {.tv_sec = t->interval_ms / 1000,
+                            .tv_usec = (t->interval_ms % 1000) * 1000};
+    evtimer_add(t->tick, &every);
     if (t->bev != NULL) {
         gw_debug("health: api_id=%s target %s: previous check still running; round skipped",
                  t->api_id, t->name);
@@ -414,7 +422,7 @@ struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec
     t->state = HC_UNKNOWN;
     t->eligible = !spec->gates;
     snprintf(t->last_result, sizeof(t->last_result), "not checked yet");
-    t->tick = event_new(e->base, -1, EV_PERSIST, on_tick, t);
+    t->tick = evtimer_new(e->base, on_tick, t);
     t->deadline = evtimer_new(e->base, on_deadline, t);
     if (t->api_id == NULL || t->name == NULL || t->tls_host == NULL || t->tick == NULL ||
         t->deadline == NULL || (spec->tls != NULL && t->tls == NULL)) {
@@ -431,10 +439,8 @@ struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec
         target_free(t);
         return NULL;
     }
-    struct timeval every = {.tv_sec = t->interval_ms / 1000,
-                            .tv_usec = (t->interval_ms % 1000) * 1000};
-    event_add(t->tick, &every);
-    event_active(t->tick, EV_TIMEOUT, 0); /* the first round runs at once */
+    struct timeval now = {0, 0};
+    evtimer_add(t->tick, &now); /* the first round runs at once */
     t->next = e->targets;
     e->targets = t;
     return t;

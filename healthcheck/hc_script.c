@@ -27,8 +27,7 @@ static bool is_regex(enum api_cmd_kind k)
     return k == API_CMD_EXPECT_REGEX || k == API_CMD_EXPECT_NOT_REGEX;
 }
 
-int hc_script_compile(const struct api_check *chk, struct hc_script *out, char *err,
-                      size_t errlen)
+int hc_script_compile(const struct api_check *chk, struct hc_script *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     out->steps = calloc(chk->ncommands ? chk->ncommands : 1, sizeof(*out->steps));
@@ -84,8 +83,7 @@ static bool found(const struct hc_step *st, const uint8_t *data, size_t len)
     return len >= st->len && memmem(data, len, st->data, st->len) != NULL;
 }
 
-enum hc_verdict hc_step_judge(const struct hc_step *st, const uint8_t *data, size_t len,
-                              bool final)
+enum hc_verdict hc_step_judge(const struct hc_step *st, const uint8_t *data, size_t len, bool final)
 {
     bool negated = st->kind == API_CMD_EXPECT_NOT || st->kind == API_CMD_EXPECT_NOT_REGEX;
     bool hit = found(st, data, len);
