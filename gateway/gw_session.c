@@ -109,6 +109,8 @@ struct gw_session {
     struct evbuffer_cb_entry *cli_out_cb, *up_out_cb;
     int64_t kernel_queued; /* bytes in both sockets' send queues at the last idle check */
     bool fd_waiting;       /* counted in the worker's descriptor waiters */
+    SSL *up_ssl;           /* upstream TLS waiting for the TCP connect and PROXY header */
+    bool proxy_sent;       /* the outbound PROXY header is queued */
     uint64_t rx, tx;
     char sni[256];     /* the client's server name, "" when none */
     char alpn[64];     /* the protocol negotiated with the client, "" when none */
@@ -282,6 +284,7 @@ static void session_close(struct gw_session *s, enum end_reason why)
     }
     close_side(s->cli, s->cli_out_cb, why);
     close_side(s->up, s->up_out_cb, why);
+    SSL_free(s->up_ssl);
     if (s->timer != NULL)
         event_free(s->timer);
     struct gw_session_list *l = s->env.list;
@@ -635,6 +638,7 @@ static void send_proxy_header(struct gw_session *s)
     }
     if (n > 0)
         bufferevent_write(s->up, hdr, (size_t)n);
+    s->proxy_sent = true;
 }
 
 static void connected(struct gw_session *s)
@@ -659,7 +663,7 @@ static void connected(struct gw_session *s)
     GW_STAT_ADD(s->st, upstream_cx_total, 1);
     set_nodelay(bufferevent_getfd(s->up));
     gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), u->name, s->attempt);
-    if (s->api->def->ext.send_proxy_protocol)
+    if (s->api->def->ext.send_proxy_protocol && !s->proxy_sent)
         send_proxy_header(s);
     /* From now on flow control is by the output buffers, not the input. */
     bufferevent_setwatermark(s->cli, EV_READ, 0, 0);
@@ -705,6 +709,9 @@ static void connect_failed(struct gw_session *s, bool timeout)
     s->last_error = NULL;
     bufferevent_free(s->up);
     s->up = NULL;
+    SSL_free(s->up_ssl);
+    s->up_ssl = NULL;
+    s->proxy_sent = false;
     /* Another address of the same name belongs to the same attempt; a TLS
      * failure is the host's answer, not the address's. */
     if (!tls_failed && s->addr + 1 < u->naddrs) {
@@ -773,7 +780,25 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (bev == s->up) {
-        if (what & BEV_EVENT_CONNECTED) {
+        if ((what & BEV_EVENT_CONNECTED) && s->up_ssl != NULL) {
+            /* TCP is up: the PROXY header first, in clear, then TLS over it. */
+            send_proxy_header(s);
+            SSL *ssl = s->up_ssl;
+            s->up_ssl = NULL;
+            /* On failure the constructor has freed ssl (BEV_OPT_CLOSE_ON_FREE). */
+            struct bufferevent *tls = bufferevent_openssl_filter_new(
+                s->env.base, s->up, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+            if (tls == NULL) {
+                s->last_error = "cannot start TLS";
+                connect_failed(s, false);
+                return;
+            }
+            s->up = tls;
+            bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+            bufferevent_setcb(tls, on_read, on_write, on_event, s);
+            bufferevent_set_max_single_write(tls, GW_RELAY_HIGH_WATERMARK);
+            bufferevent_enable(tls, EV_READ | EV_WRITE);
+        } else if (what & BEV_EVENT_CONNECTED) {
             connected(s);
         } else {
             s->last_errno = EVUTIL_SOCKET_ERROR();
@@ -781,7 +806,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
-    if (s->state == ST_PROXY_HEADER && !(what & BEV_EVENT_ERROR)) {
+    if (s->state == ST_PROXY_HEADER) { /* closed or reset before its header was whole */
         proxy_rejected(s, &s->pst->prx_truncated, "proxy_header_truncated");
         return;
     }
@@ -795,7 +820,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 }
 
 /* A new upstream bufferevent for target u: plain, or TLS with SNI,
- * verification, client certificate, a cached session and the client's ALPN. */
+ * verification, client certificate, a cached session and the client's ALPN.
+ * When a PROXY header must go first, TLS waits for the TCP connect: the
+ * prepared SSL is kept in s->up_ssl and layered on after the header. */
 static struct bufferevent *upstream_bev(struct gw_session *s, struct gw_upstream *u)
 {
     if (u->target.scheme != API_SCHEME_TLS)
@@ -817,6 +844,14 @@ static struct bufferevent *upstream_bev(struct gw_session *s, struct gw_upstream
         wire[0] = (unsigned char)n;
         memcpy(wire + 1, s->alpn, n);
         SSL_set_alpn_protos(ssl, wire, (unsigned)n + 1);
+    }
+    if (s->api->def->ext.send_proxy_protocol) {
+        struct bufferevent *bev = bufferevent_socket_new(s->env.base, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (bev == NULL)
+            SSL_free(ssl);
+        else
+            s->up_ssl = ssl;
+        return bev;
     }
     /* On failure the constructor has freed ssl (BEV_OPT_CLOSE_ON_FREE). */
     struct bufferevent *bev = bufferevent_openssl_socket_new(

@@ -51,6 +51,7 @@ struct hc_target {
     struct event *tick;
     struct event *deadline;
     struct bufferevent *bev;
+    SSL *pending_ssl; /* TLS after a PROXY header: layered on once TCP is up */
     int addr;
     size_t step;
     bool connected;
@@ -104,6 +105,8 @@ static void probe_stop(struct hc_target *t)
     if (t->bev != NULL)
         bufferevent_free(t->bev);
     t->bev = NULL;
+    SSL_free(t->pending_ssl);
+    t->pending_ssl = NULL;
     evtimer_del(t->deadline);
 }
 
@@ -233,30 +236,56 @@ static const char *connect_error(struct hc_target *t, char *buf, size_t len, boo
     return buf;
 }
 
+/* The PROXY header a check sends first: v2 LOCAL, or v1 with the check
+ * connection's own addresses. */
+static void write_proxy_header(struct hc_target *t)
+{
+    if (t->proxy == HC_PROXY_NONE)
+        return;
+    uint8_t hdr[GW_PP1_MAX + 1];
+    int n;
+    if (t->proxy == HC_PROXY_V1) {
+        struct sockaddr_storage self, peer;
+        socklen_t sl = sizeof(self), pl = sizeof(peer);
+        evutil_socket_t fd = bufferevent_getfd(t->bev);
+        getsockname(fd, (struct sockaddr *)&self, &sl);
+        getpeername(fd, (struct sockaddr *)&peer, &pl);
+        n = gw_pp1_build((struct sockaddr *)&self, (struct sockaddr *)&peer, (char *)hdr,
+                         sizeof(hdr));
+    } else {
+        n = gw_pp2_build(NULL, NULL, NULL, hdr, sizeof(hdr));
+    }
+    if (n > 0)
+        bufferevent_write(t->bev, hdr, (size_t)n);
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     struct hc_target *t = arg;
     if (!t->connected) {
+        if ((what & BEV_EVENT_CONNECTED) && t->pending_ssl != NULL) {
+            /* TCP is up: the PROXY header in clear, then TLS over it. */
+            write_proxy_header(t);
+            SSL *ssl = t->pending_ssl;
+            t->pending_ssl = NULL;
+            /* On failure the constructor has freed ssl (BEV_OPT_CLOSE_ON_FREE). */
+            struct bufferevent *tls = bufferevent_openssl_filter_new(
+                t->e->base, t->bev, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+            if (tls == NULL) {
+                finish(t, false, "tls: cannot start");
+                return;
+            }
+            t->bev = tls;
+            bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+            bufferevent_setcb(tls, on_read, NULL, on_event, t);
+            bufferevent_enable(tls, EV_READ | EV_WRITE);
+            return;
+        }
         if (what & BEV_EVENT_CONNECTED) {
             t->connected = true;
-            if (t->proxy != HC_PROXY_NONE) {
-                uint8_t hdr[GW_PP1_MAX + 1];
-                int n;
-                if (t->proxy == HC_PROXY_V1) {
-                    struct sockaddr_storage self, peer;
-                    socklen_t sl = sizeof(self), pl = sizeof(peer);
-                    evutil_socket_t fd = bufferevent_getfd(t->bev);
-                    getsockname(fd, (struct sockaddr *)&self, &sl);
-                    getpeername(fd, (struct sockaddr *)&peer, &pl);
-                    n = gw_pp1_build((struct sockaddr *)&self, (struct sockaddr *)&peer,
-                                     (char *)hdr, sizeof(hdr));
-                } else {
-                    n = gw_pp2_build(NULL, NULL, NULL, hdr, sizeof(hdr));
-                }
-                if (n > 0)
-                    bufferevent_write(t->bev, hdr, (size_t)n);
-            }
+            if (bufferevent_openssl_get_ssl(t->bev) == NULL)
+                write_proxy_header(t);
             t->step_started_ms = now_ms();
             run_steps(t, false);
             return;
@@ -314,11 +343,20 @@ static void probe_connect(struct hc_target *t)
             finish(t, false, "tls: cannot set up the connection");
             return;
         }
-        /* On failure the constructor frees ssl (BEV_OPT_CLOSE_ON_FREE). */
-        t->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                                BEV_OPT_CLOSE_ON_FREE);
-        if (t->bev != NULL)
-            bufferevent_openssl_set_allow_dirty_shutdown(t->bev, 1);
+        if (t->proxy != HC_PROXY_NONE) {
+            /* The header must come before TLS: connect plainly first. */
+            t->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+            if (t->bev == NULL)
+                SSL_free(ssl);
+            else
+                t->pending_ssl = ssl;
+        } else {
+            /* On failure the constructor frees ssl (BEV_OPT_CLOSE_ON_FREE). */
+            t->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                    BEV_OPT_CLOSE_ON_FREE);
+            if (t->bev != NULL)
+                bufferevent_openssl_set_allow_dirty_shutdown(t->bev, 1);
+        }
     } else {
         t->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     }
