@@ -26,8 +26,8 @@ struct hc_script {
 
 /* Compiles a check entry's commands. The script borrows the messages, so the
  * definition must outlive it. Returns 0, or -1 with a reason. */
-int hc_script_compile(const struct api_check *chk, struct hc_script *out, char *err,
-                      size_t errlen) __attribute__((warn_unused_result));
+int hc_script_compile(const struct api_check *chk, struct hc_script *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 void hc_script_free(struct hc_script *s);
 
 enum hc_verdict {
