@@ -78,6 +78,13 @@ struct dir {
     bool paused; /* src reading stopped until dst drains */
 };
 
+/* An IP address and port, no larger than it needs to be: a session keeps two. */
+union gw_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
 struct gw_session {
     struct gw_session *prev, *next;
     struct gw_session_env env;
@@ -112,13 +119,13 @@ struct gw_session {
     SSL *up_ssl;           /* upstream TLS waiting for the TCP connect and PROXY header */
     bool proxy_sent;       /* the outbound PROXY header is queued */
     uint64_t rx, tx;
-    char sni[256];     /* the client's server name, "" when none */
-    char alpn[64];     /* the protocol negotiated with the client, "" when none */
+    char *sni;         /* the client's server name; NULL when none */
+    char *alpn;        /* the protocol negotiated with the client; NULL when none */
     const char *error; /* a short reason for the log line, static storage */
 
-    struct sockaddr_storage peer; /* the client: from the PROXY header when there was one */
+    union gw_addr peer; /* the client: from the PROXY header when there was one */
     socklen_t peerlen;
-    struct sockaddr_storage orig_dst; /* the address the client connected to, from the header */
+    union gw_addr orig_dst; /* the address the client connected to, from the header */
     bool has_orig_dst;
 };
 
@@ -192,14 +199,18 @@ static void list_remove(struct gw_session_list *l, struct gw_session *s)
  * character becomes '_', so it cannot forge fields in the log. */
 static void keep_name(struct gw_session *s, const char *name)
 {
-    size_t i = 0;
-    for (; name[i] != '\0' && i + 1 < sizeof(s->sni); i++) {
+    size_t n = strnlen(name, 255);
+    free(s->sni);
+    s->sni = n > 0 ? malloc(n + 1) : NULL;
+    if (s->sni == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
         char c = name[i];
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '.' || c == '-' || c == '_' || c == '*';
         s->sni[i] = ok ? c : '_';
     }
-    s->sni[i] = '\0';
+    s->sni[n] = '\0';
 }
 
 static SSL *bev_ssl(struct bufferevent *bev)
@@ -258,13 +269,13 @@ static void session_close(struct gw_session *s, enum end_reason why)
     stop_fd_wait(s);
     if (gw_log_enabled(GW_LOG_INFO)) {
         char client[INET6_ADDRSTRLEN + 16], down[400], up[128];
-        format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
+        format_addr(&s->peer.sa, client, sizeof(client));
         describe_tls("tls", s->cli, down, sizeof(down));
         describe_tls("upstream_tls", s->up, up, sizeof(up));
         gw_info("conn client=%s port=%d api_id=%s sni=%s%s%s%s target=%s attempts=%u rx=%llu "
                 "tx=%llu duration_ms=%lld end=%s%s%s%s",
-                client, s->port->port, api_id(s), s->sni[0] ? s->sni : "-", down,
-                s->alpn[0] ? " alpn=" : "", s->alpn, target_name(s), s->attempt,
+                client, s->port->port, api_id(s), s->sni ? s->sni : "-", down,
+                s->alpn ? " alpn=" : "", s->alpn ? s->alpn : "", target_name(s), s->attempt,
                 (unsigned long long)s->rx, (unsigned long long)s->tx,
                 (long long)(gw_now_ms() - s->started_ms), end_names[why], up,
                 s->error ? " error=" : "", s->error ? s->error : "");
@@ -290,6 +301,8 @@ static void session_close(struct gw_session *s, enum end_reason why)
     struct gw_session_list *l = s->env.list;
     list_remove(l, s);
     gw_snapshot_unref(s->snap);
+    free(s->sni);
+    free(s->alpn);
     free(s);
     if (l->count == 0 && l->on_empty != NULL)
         l->on_empty(l->arg);
@@ -607,10 +620,10 @@ static void send_proxy_header(struct gw_session *s)
     struct sockaddr_storage dst;
     socklen_t dl = sizeof(dst);
     if (s->has_orig_dst)
-        dst = s->orig_dst;
+        memcpy(&dst, &s->orig_dst, sizeof(s->orig_dst));
     else if (getsockname(bufferevent_getfd(s->cli), (struct sockaddr *)&dst, &dl) != 0)
         memset(&dst, 0, sizeof(dst));
-    const struct sockaddr *src = (const struct sockaddr *)&s->peer;
+    const struct sockaddr *src = &s->peer.sa;
     uint8_t hdr[1024];
     int n;
     if (s->api->def->ext.send_proxy_protocol == 1) {
@@ -618,7 +631,7 @@ static void send_proxy_header(struct gw_session *s)
     } else {
         struct gw_pp2_extra x = {.authority = s->sni,
                                  .alpn = (const uint8_t *)s->alpn,
-                                 .alpn_len = strlen(s->alpn),
+                                 .alpn_len = s->alpn ? strlen(s->alpn) : 0,
                                  .crc32c = s->api->def->ext.send_proxy_protocol_crc32c};
         SSL *ssl = bev_ssl(s->cli);
         char cn[256] = "";
@@ -761,7 +774,7 @@ static void handshake_event(struct gw_session *s, short what)
     const unsigned char *alpn = NULL;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-    if (alpn_len > 0 && alpn_len < sizeof(s->alpn)) {
+    if (alpn_len > 0 && (s->alpn = malloc(alpn_len + 1)) != NULL) {
         memcpy(s->alpn, alpn, alpn_len);
         s->alpn[alpn_len] = '\0';
     }
@@ -838,9 +851,9 @@ static struct bufferevent *upstream_bev(struct gw_session *s, struct gw_upstream
     if (*slot != NULL)
         SSL_set_session(ssl, *slot);
     cert_ssl_set_session_slot(ssl, slot);
-    size_t n = strlen(s->alpn);
+    size_t n = s->alpn ? strlen(s->alpn) : 0;
     if (n > 0) {
-        unsigned char wire[sizeof(s->alpn) + 1];
+        unsigned char wire[256];
         wire[0] = (unsigned char)n;
         memcpy(wire + 1, s->alpn, n);
         SSL_set_alpn_protos(ssl, wire, (unsigned)n + 1);
@@ -933,7 +946,7 @@ static void connect_next(struct gw_session *s)
             s->failed_hosts |= 1ULL << u->host_id;
     }
     char client[INET6_ADDRSTRLEN + 16];
-    format_addr((struct sockaddr *)&s->peer, client, sizeof(client));
+    format_addr(&s->peer.sa, client, sizeof(client));
     if (s->error != NULL)
         gw_warn("api_id=%s client=%s no target may be picked: every one is down", api_id(s),
                 client);
