@@ -14,7 +14,7 @@
 #include "gw_snapshot.h"
 
 /* How much one direction may buffer before its reader is paused. */
-#define GW_RELAY_HIGH_WATERMARK (256 * 1024)
+#define GW_RELAY_HIGH_WATERMARK (64 * 1024)
 
 struct gw_session;
 
