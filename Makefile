@@ -49,3 +49,11 @@ check-format:
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)
+
+# tcpgate against HAProxy and nginx on this machine (tests/bench/bench.py):
+# a table, tests/bench/results/latest.json and latest.png. About 12 minutes;
+# BENCH_QUICK=1 for a 2-minute smoke, BENCH_ROUNDS=N, BENCH_ONLY=1,5. Not a test.
+.PHONY: bench
+bench: build
+	@scripts/deps.sh bench || echo "bench: going on without them; what needs them is skipped" >&2
+	python3 tests/bench/bench.py --tcpgate $(BUILD)/tcpgate

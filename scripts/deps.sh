@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tcpgate needs to build, test and run its examples, using only
 # Debian's packages. As root it runs apt-get; otherwise it prints the command.
+# "deps.sh bench" also covers what only the benchmarks need (make bench).
 set -euo pipefail
 
 packages=(
@@ -11,6 +12,9 @@ packages=(
     python3 openssl redis-server redis-sentinel redis-tools haproxy nginx libnginx-mod-stream
     iperf3 procps
 )
+if [[ "${1:-}" == bench ]]; then
+    packages+=(gnuplot-nox) # the chart of tests/bench/bench.py
+fi
 
 missing=()
 for p in "${packages[@]}"; do
