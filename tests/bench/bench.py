@@ -948,11 +948,18 @@ def s_time(b, port, mode, seconds, tls12, parallel=2):
             "-time", str(seconds)]
     if tls12:
         argv.append("-tls1_2")
-    procs, outs = [], []
+    procs = []
     t0 = time.monotonic()
-    for _ in range(parallel):
-        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+    try:
+        for _ in range(parallel):
+            procs.append(b.procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        return s_time_wait(procs, t0, seconds, parallel)
+    finally:
+        for p in procs:
+            b.procs.stop(p, grace=1.0)
+
+
+def s_time_wait(procs, t0, seconds, parallel):
     ends = [None] * parallel
     deadline = t0 + seconds + 30
     # s_time runs for 'seconds' to 'seconds'+1 (its clock is time(2)): time it here.
@@ -1403,6 +1410,8 @@ def main():
         raise KeyboardInterrupt()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    # even when started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     b = Bench(args, params)
     started = time.time()
     machine = b.machine()
@@ -1425,6 +1434,8 @@ def main():
                 b.problem(sid, "its time budget (%.0fs) ran out; later rounds were cut" %
                           params.budget[sid])
             except KeyboardInterrupt:
+                b.durations[sid] = time.monotonic() - t
+                b.problem(sid, "interrupted: the scenario's rows are partial")
                 raise
             except Exception as e:  # report it, go on with the next scenario
                 b.problem(sid, "failed: %s" % e)
