@@ -440,7 +440,13 @@ static bool relay(struct gw_session *s, struct bufferevent *src, struct bufferev
     bool failed = false;
     if (n == 0)
         return true;
+    bool was_empty = evbuffer_get_length(out) == 0;
     evbuffer_add_buffer(out, in);
+    /* A plain socket with nothing queued is written at once: waiting for the
+     * next loop turn costs a request/response exchange one more epoll round. */
+    if (was_empty && bev_ssl(dst) == NULL && bufferevent_get_underlying(dst) == NULL &&
+        (bufferevent_get_enabled(dst) & EV_WRITE))
+        evbuffer_write(out, bufferevent_getfd(dst));
     size_t queued = evbuffer_get_length(out);
     if (n >= LIBEVENT_READ_CHUNK && queued < GW_RELAY_HIGH_WATERMARK && bev_ssl(src) == NULL)
         n += read_more(bufferevent_getfd(src), out, GW_RELAY_HIGH_WATERMARK - queued, &failed);
