@@ -31,21 +31,6 @@ def read_line(ssock, limit=256, timeout=10.0):
     return bytes(buf)
 
 
-def ssl_recv_exact(ssock, n, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("timed out after %d of %d bytes" % (len(buf), n))
-        ssock.settimeout(left)
-        chunk = ssock.recv(min(1 << 16, n - len(buf)))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
 class PassthroughTest(TLSTestCase):
 
     def setUp(self):
@@ -75,7 +60,7 @@ class PassthroughTest(TLSTestCase):
         der = s.getpeercert(binary_form=True)
         name = read_line(s).decode().strip()
         s.sendall(payload)
-        self.assertEqual(ssl_recv_exact(s, len(payload)), payload, "echo through %s" % sni)
+        self.assertEqual(recv_exact(s, len(payload), timeout=20.0), payload, "echo through %s" % sni)
         s.unwrap()  # close_notify both ways: the upstream saw the end
         s.close()
         return name, der

@@ -32,7 +32,8 @@ import threading
 import time
 import unittest
 
-from harness import HOST, GatewayTestCase, NameServer, ThreadedServer, definition, free_port
+from harness import (HOST, GatewayTestCase, NameServer, ThreadedServer, definition, free_port,
+                     recv_until_eof)
 
 OPENSSL = shutil.which("openssl")
 
@@ -292,21 +293,6 @@ class Fetched:
             subject_cn(self.cert) if self.cert else None)
 
 
-def _read_to_eof(ssock, timeout, limit=1 << 20):
-    deadline = time.monotonic() + timeout
-    buf = bytearray()
-    while len(buf) <= limit:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("no EOF within %.1f s (%d bytes read)" % (timeout, len(buf)))
-        ssock.settimeout(left)
-        chunk = ssock.recv(1 << 16)
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-    raise AssertionError("more than %d bytes before EOF" % limit)
-
-
 def tls_fetch(port, ctx, sni=None, send=b"", timeout=10.0, close_notify=True, session=None):
     """Connects to port, handshakes with SNI `sni` (None: no SNI; bytes are
     sent as they are, with no IDNA lowercasing), sends `send`, reads to EOF,
@@ -328,7 +314,7 @@ def tls_fetch(port, ctx, sni=None, send=b"", timeout=10.0, close_notify=True, se
         r.alpn = ssock.selected_alpn_protocol()
         if send:
             ssock.sendall(send)
-        r.data = _read_to_eof(ssock, timeout)
+        r.data = recv_until_eof(ssock, timeout, limit=1 << 20)
         r.ok = True
         r.reused = ssock.session_reused
         r.session = ssock.session  # after the data: TLS 1.3 tickets come after the handshake
