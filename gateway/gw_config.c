@@ -17,6 +17,7 @@ void gw_config_init(struct gw_config *cfg)
     cfg->handshake_timeout_ms = GW_DEFAULT_HANDSHAKE_TIMEOUT_MS;
     cfg->ticket_key_rotation_ms = GW_DEFAULT_TICKET_ROTATION_MS;
     cfg->client_hello_max = GW_DEFAULT_CLIENT_HELLO_MAX;
+    cfg->max_pipes = GW_DEFAULT_MAX_PIPES;
     cfg->storage.host = api_xstrdup("localhost");
     cfg->storage.port = 6379;
     cfg->uptime_tests.failure_trigger_sample_size = 3;
@@ -196,9 +197,13 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
 
     json_t *ext;
     if (api_json_object(&c, root, API_EXT_KEY, API_EXT_KEY, &ext) == 0 && ext != NULL) {
-        static const char *const known[] = {"workers",           "drain_timeout",
-                                            "handshake_timeout", "ticket_key_rotation",
-                                            "client_hello_max",  NULL};
+        static const char *const known[] = {"workers",
+                                            "drain_timeout",
+                                            "handshake_timeout",
+                                            "ticket_key_rotation",
+                                            "client_hello_max",
+                                            "max_pipes",
+                                            NULL};
         api_json_strict_keys(&c, ext, API_EXT_KEY, known);
         get_small_int(&c, ext, "workers", API_EXT_KEY ".workers", 0, 1024, &cfg->workers);
         if (api_json_duration(&c, ext, "drain_timeout", API_EXT_KEY ".drain_timeout",
@@ -216,6 +221,7 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
             api_json_err(&c, API_EXT_KEY ".ticket_key_rotation", "must be at least 1s");
         get_small_int(&c, ext, "client_hello_max", API_EXT_KEY ".client_hello_max", 1024, 65536,
                       &cfg->client_hello_max);
+        get_small_int(&c, ext, "max_pipes", API_EXT_KEY ".max_pipes", 0, 65536, &cfg->max_pipes);
     }
 
     json_decref(root);

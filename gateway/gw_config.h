@@ -44,6 +44,7 @@ struct gw_config {
     int64_t handshake_timeout_ms;   /* TLS handshake, or ClientHello peek */
     int64_t ticket_key_rotation_ms; /* session ticket keys */
     int client_hello_max;           /* bytes a peeked ClientHello may span */
+    int max_pipes;                  /* per worker, for splice(); 0 = no splice */
 
     struct {
         char *host;
@@ -71,6 +72,9 @@ struct gw_config {
 #define GW_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 #define GW_DEFAULT_TICKET_ROTATION_MS 3600000
 #define GW_DEFAULT_CLIENT_HELLO_MAX 16384
+/* Pipes for splice() per worker: 2 descriptors each, held only while a bulk
+ * direction has data in flight. */
+#define GW_DEFAULT_MAX_PIPES 256
 #define GW_MAX_DRAIN_S (7 * 24 * 3600) /* a week: longer is a typo */
 
 /* Fills defaults. */

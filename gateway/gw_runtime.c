@@ -395,7 +395,7 @@ int gw_run(const struct gw_config *cfg)
     if (rt.workers == NULL)
         goto out;
     for (int i = 0; i < rt.nworkers; i++) {
-        rt.workers[i] = gw_worker_new(i, rt.snap, on_worker_exit, &rt);
+        rt.workers[i] = gw_worker_new(i, rt.snap, rt.cfg->max_pipes, on_worker_exit, &rt);
         if (rt.workers[i] == NULL) {
             gw_error("cannot create worker %d", i);
             goto out;

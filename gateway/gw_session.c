@@ -96,6 +96,7 @@ struct gw_session {
 
     struct bufferevent *cli;
     struct bufferevent *up;
+    struct gw_relay *relay; /* relaying between plain sockets: cli and up are gone */
     struct event *timer;
     enum state state;
 
@@ -295,6 +296,9 @@ static void session_close(struct gw_session *s, enum end_reason why)
     }
     close_side(s->cli, s->cli_out_cb, why);
     close_side(s->up, s->up_out_cb, why);
+    gw_relay_free(s->relay, why == END_CLOSED                                      ? GW_RELAY_CLEAN
+                            : why == END_CLIENT_ERROR || why == END_UPSTREAM_ERROR ? GW_RELAY_RESET
+                                                                                   : GW_RELAY_STOP);
     SSL_free(s->up_ssl);
     if (s->timer != NULL)
         event_free(s->timer);
@@ -660,6 +664,98 @@ static void send_proxy_header(struct gw_session *s)
     s->proxy_sent = true;
 }
 
+/* ---- the plain relay (gw_relay) ----------------------------------------------- */
+
+static void plain_moved(void *arg, enum gw_relay_side from, size_t nread, size_t nwritten)
+{
+    struct gw_session *s = arg;
+    if (from == GW_RELAY_CLIENT) {
+        s->rx += nread;
+        GW_STAT_ADD(s->st, rx_bytes, (int64_t)nread);
+    } else {
+        s->tx += nwritten;
+        GW_STAT_ADD(s->st, tx_bytes, (int64_t)nwritten);
+    }
+    s->active_ms = gw_now_ms();
+}
+
+static void plain_flow(void *arg, enum gw_relay_side from, bool paused)
+{
+    struct gw_session *s = arg;
+    (void)from;
+    if (paused)
+        GW_STAT_ADD(s->st, paused_reading, 1);
+    else
+        GW_STAT_ADD(s->st, resumed_reading, 1);
+}
+
+static void plain_failed(void *arg, enum gw_relay_side side, bool flushing)
+{
+    struct gw_session *s = arg;
+    s->failure = side == GW_RELAY_CLIENT ? END_CLIENT_ERROR : END_UPSTREAM_ERROR;
+    gw_debug("api_id=%s %s failed", api_id(s), side == GW_RELAY_CLIENT ? "client" : "upstream");
+    if (!flushing) {
+        session_close(s, s->failure);
+        return;
+    }
+    s->flush_deadline_ms = gw_now_ms() + FLUSH_TIMEOUT_MS;
+    arm_timer(s);
+}
+
+static void plain_done(void *arg)
+{
+    struct gw_session *s = arg;
+    session_close(s, s->failure != END_NONE ? s->failure : END_CLOSED);
+}
+
+static const struct gw_relay_ops plain_ops = {
+    .moved = plain_moved, .flow = plain_flow, .failed = plain_failed, .done = plain_done};
+
+static bool plain(struct bufferevent *bev)
+{
+    return bev_ssl(bev) == NULL && bufferevent_get_underlying(bev) == NULL;
+}
+
+/* Takes the socket out of a bufferevent, which then no longer closes it. */
+static evutil_socket_t take_fd(struct bufferevent *bev)
+{
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    bufferevent_setfd(bev, -1);
+    return fd;
+}
+
+/* Both sides are clear text: their sockets, and the bytes the bufferevents
+ * hold (a PROXY header, the client's first bytes), go to a plain relay. */
+static void start_plain_relay(struct gw_session *s)
+{
+    struct evbuffer *to_up = bufferevent_get_output(s->up);
+    struct evbuffer *to_cli = bufferevent_get_output(s->cli);
+    evbuffer_remove_cb_entry(to_cli, s->cli_out_cb);
+    s->cli_out_cb = NULL;
+    size_t first = evbuffer_get_length(bufferevent_get_input(s->cli));
+    evbuffer_add_buffer(to_up, bufferevent_get_input(s->cli));
+    evbuffer_add_buffer(to_cli, bufferevent_get_input(s->up));
+    size_t nup = evbuffer_get_length(to_up), ncli = evbuffer_get_length(to_cli);
+    evutil_socket_t cfd = take_fd(s->cli), ufd = take_fd(s->up);
+    s->relay = gw_relay_new(s->env.base, s->env.pool, cfd, ufd, evbuffer_pullup(to_up, -1), nup,
+                            evbuffer_pullup(to_cli, -1), ncli, &plain_ops, s);
+    /* We may be inside the upstream's connect callback, after which libevent
+     * writes what its output holds to the descriptor it saw: leave nothing. */
+    evbuffer_drain(to_up, nup);
+    evbuffer_drain(to_cli, ncli);
+    bufferevent_free(s->cli);
+    bufferevent_free(s->up);
+    s->cli = s->up = NULL;
+    if (s->relay == NULL) {
+        session_close(s, END_INTERNAL);
+        return;
+    }
+    s->rx += first;
+    GW_STAT_ADD(s->st, rx_bytes, (int64_t)first);
+    arm_timer(s);
+}
+
 static void connected(struct gw_session *s)
 {
     struct gw_upstream *u = &s->api->ups[s->ups];
@@ -678,12 +774,16 @@ static void connected(struct gw_session *s)
     }
     s->state = ST_RELAY;
     s->active_ms = gw_now_ms();
-    s->up_out_cb = evbuffer_add_cb(bufferevent_get_output(s->up), on_output_drained, s);
     GW_STAT_ADD(s->st, upstream_cx_total, 1);
     set_nodelay(bufferevent_getfd(s->up));
     gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), u->name, s->attempt);
     if (s->api->def->ext.send_proxy_protocol && !s->proxy_sent)
         send_proxy_header(s);
+    if (plain(s->cli) && plain(s->up)) {
+        start_plain_relay(s);
+        return;
+    }
+    s->up_out_cb = evbuffer_add_cb(bufferevent_get_output(s->up), on_output_drained, s);
     /* From now on flow control is by the output buffers, not the input. */
     bufferevent_setwatermark(s->cli, EV_READ, 0, 0);
     bufferevent_enable(s->up, EV_READ | EV_WRITE);
@@ -1027,7 +1127,10 @@ static bool kernel_progress(struct gw_session *s)
     struct bufferevent *sides[2] = {s->cli, s->up};
     for (int i = 0; i < 2; i++) {
         int q = 0;
-        if (sides[i] != NULL && ioctl(bufferevent_getfd(sides[i]), SIOCOUTQ, &q) == 0)
+        int fd = s->relay != NULL   ? gw_relay_fd(s->relay, (enum gw_relay_side)i)
+                 : sides[i] != NULL ? bufferevent_getfd(sides[i])
+                                    : -1;
+        if (fd >= 0 && ioctl(fd, SIOCOUTQ, &q) == 0)
             total += q;
     }
     bool moved = total != s->kernel_queued;
@@ -1119,7 +1222,8 @@ static void begin_routing(struct gw_session *s)
 {
     switch (s->port->mode) {
     case GW_ROUTE_SINGLE:
-        bufferevent_enable(s->cli, EV_READ);
+        /* Nothing is read from the client until the upstream is connected:
+         * its first bytes wait in the kernel, at no cost here. */
         routed(s, s->port->route);
         return;
     case GW_ROUTE_PEEK:

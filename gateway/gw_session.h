@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gw_relay.h"
 #include "gw_snapshot.h"
 
 /* How much one direction may buffer before its reader is paused. */
@@ -35,6 +36,7 @@ struct gw_session_env {
      * nothing: each new client would hold a descriptor and wait too. */
     void (*fd_wait)(void *arg, int delta, int err);
     void *arg;
+    struct gw_relay_pool *pool; /* the worker's, for plain relays */
 };
 
 /* Starts proxying an accepted client socket (non-blocking) for a port of snap.

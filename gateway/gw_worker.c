@@ -43,6 +43,7 @@ struct gw_worker {
     int64_t last_accept_log; /* ms */
     uint64_t accept_errors_since_log;
     int fd_waiters; /* sessions waiting for a descriptor to connect */
+    struct gw_relay_pool *pool;
     void (*on_exit)(void *arg);
     void *arg;
 };
@@ -73,7 +74,8 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
                                  .worker_id = l->w->id,
                                  .list = &l->w->sessions,
                                  .fd_wait = on_fd_wait,
-                                 .arg = l->w};
+                                 .arg = l->w,
+                                 .pool = l->w->pool};
     gw_session_accept(&env, l->w->snap, l->port, fd, sa, salen);
 }
 
@@ -161,8 +163,8 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
-struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, void (*on_exit)(void *arg),
-                                void *arg)
+struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, int max_pipes,
+                                void (*on_exit)(void *arg), void *arg)
 {
     struct gw_worker *w = calloc(1, sizeof(*w));
     if (w == NULL)
@@ -188,6 +190,9 @@ struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, void (*on_exit
         goto fail;
     w->cmd = event_new(w->base, w->cmd_fd, EV_READ | EV_PERSIST, on_cmd, w);
     if (w->cmd == NULL || event_add(w->cmd, NULL) != 0)
+        goto fail;
+    w->pool = gw_relay_pool_new(max_pipes);
+    if (w->pool == NULL)
         goto fail;
     w->snap = gw_snapshot_ref(snap);
     return w;
@@ -317,6 +322,7 @@ void gw_worker_free(struct gw_worker *w)
         close(w->cmd_fd);
     if (w->base != NULL)
         event_base_free(w->base);
+    gw_relay_pool_free(w->pool);
     gw_snapshot_unref(w->snap);
     free(w);
 }

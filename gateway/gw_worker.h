@@ -13,8 +13,9 @@
 struct gw_worker;
 
 /* on_exit runs on the worker's thread just before it ends. */
-struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, void (*on_exit)(void *arg),
-                                void *arg) __attribute__((warn_unused_result));
+struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, int max_pipes,
+                                void (*on_exit)(void *arg), void *arg)
+    __attribute__((warn_unused_result));
 
 /* Adds a listening socket for a port of the worker's snapshot; takes the fd. */
 int gw_worker_listen(struct gw_worker *w, int fd, struct gw_port *port)
