@@ -12,6 +12,9 @@ void gw_config_init(struct gw_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->app_path = api_xstrdup(GW_DEFAULT_APP_PATH);
     cfg->listen_address = api_xstrdup("");
+    cfg->control_api_hostname = api_xstrdup("127.0.0.1");
+    cfg->control_api_port = GW_DEFAULT_CONTROL_API_PORT;
+    cfg->access_log = api_xstrdup("");
     cfg->log_level = GW_LOG_INFO;
     cfg->drain_timeout_ms = GW_DEFAULT_DRAIN_TIMEOUT_MS;
     cfg->handshake_timeout_ms = GW_DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -131,6 +134,10 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
     api_json_string(&c, root, "secret", "secret", &cfg->secret);
     api_json_string(&c, root, "node_secret", "node_secret", &cfg->node_secret);
     api_json_string(&c, root, "certs_path", "certs_path", &cfg->certs_path);
+    api_json_string(&c, root, "control_api_hostname", "control_api_hostname",
+                    &cfg->control_api_hostname);
+    get_small_int(&c, root, "control_api_port", "control_api_port", 0, 65535,
+                  &cfg->control_api_port);
 
     json_t *hso;
     if (api_json_object(&c, root, "http_server_options", "http_server_options", &hso) == 0 &&
@@ -197,13 +204,9 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
 
     json_t *ext;
     if (api_json_object(&c, root, API_EXT_KEY, API_EXT_KEY, &ext) == 0 && ext != NULL) {
-        static const char *const known[] = {"workers",
-                                            "drain_timeout",
-                                            "handshake_timeout",
-                                            "ticket_key_rotation",
-                                            "client_hello_max",
-                                            "max_pipes",
-                                            NULL};
+        static const char *const known[] = {
+            "workers",          "drain_timeout", "handshake_timeout", "ticket_key_rotation",
+            "client_hello_max", "max_pipes",     "access_log",        NULL};
         api_json_strict_keys(&c, ext, API_EXT_KEY, known);
         get_small_int(&c, ext, "workers", API_EXT_KEY ".workers", 0, 1024, &cfg->workers);
         if (api_json_duration(&c, ext, "drain_timeout", API_EXT_KEY ".drain_timeout",
@@ -222,6 +225,7 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
         get_small_int(&c, ext, "client_hello_max", API_EXT_KEY ".client_hello_max", 1024, 65536,
                       &cfg->client_hello_max);
         get_small_int(&c, ext, "max_pipes", API_EXT_KEY ".max_pipes", 0, 65536, &cfg->max_pipes);
+        api_json_string(&c, ext, "access_log", API_EXT_KEY ".access_log", &cfg->access_log);
     }
 
     json_decref(root);
@@ -280,6 +284,8 @@ void gw_config_free(struct gw_config *cfg)
     free(cfg->file);
     free(cfg->app_path);
     free(cfg->listen_address);
+    free(cfg->control_api_hostname);
+    free(cfg->access_log);
     free(cfg->secret);
     free(cfg->node_secret);
     free(cfg->certs_path);

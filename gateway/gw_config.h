@@ -28,9 +28,12 @@ struct gw_config {
     enum gw_log_level log_level;
     int workers;              /* 0 = one per core */
     int64_t drain_timeout_ms; /* SIGTERM: how long live connections may finish */
-    char *secret;
+    char *secret;             /* the admin API's x-tyk-authorization secret; "" = none */
     char *node_secret;
-    char *certs_path; /* folder of PEM certificates that ids refer to */
+    char *control_api_hostname; /* the admin API's address */
+    int control_api_port;       /* 0 = no admin API */
+    char *access_log;           /* "" = none, "stderr", or a file path */
+    char *certs_path;           /* folder of PEM certificates that ids refer to */
 
     /* Listener TLS defaults (tyk.conf's http_server_options). */
     struct {
@@ -72,6 +75,7 @@ struct gw_config {
 #define GW_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 #define GW_DEFAULT_TICKET_ROTATION_MS 3600000
 #define GW_DEFAULT_CLIENT_HELLO_MAX 16384
+#define GW_DEFAULT_CONTROL_API_PORT 9696
 /* Pipes for splice() per worker: 2 descriptors each, held only while a bulk
  * direction has data in flight. */
 #define GW_DEFAULT_MAX_PIPES 256

@@ -49,7 +49,8 @@ struct gw_relay {
     struct gw_relay_pool *pool;
     const struct gw_relay_ops *ops;
     void *arg;
-    int failed; /* the side that failed, or -1 */
+    int failed;    /* the side that failed, or -1 */
+    int first_eof; /* the side whose FIN came first, or -1 */
 };
 
 /* ---- the pipe pool ----------------------------------------------------------- */
@@ -179,6 +180,8 @@ static enum step read_once(struct gw_relay *r, int i, size_t *moved)
     } while (n < 0 && errno == EINTR);
     if (n == 0) {
         d->eof = true;
+        if (r->first_eof < 0)
+            r->first_eof = i;
         pipe_put(r->pool, d);
         return STEP_MORE;
     }
@@ -331,6 +334,7 @@ struct gw_relay *gw_relay_new(struct event_base *base, struct gw_relay_pool *poo
     r->ops = ops;
     r->arg = arg;
     r->failed = -1;
+    r->first_eof = -1;
     const void *owed_bytes[2] = {to_upstream, to_client};
     size_t owed_len[2] = {to_upstream_len, to_client_len};
     for (int i = 0; i < 2; i++) {
@@ -397,4 +401,9 @@ int gw_relay_fd(const struct gw_relay *r, enum gw_relay_side side)
 size_t gw_relay_buffered(const struct gw_relay *r, enum gw_relay_side from)
 {
     return owed(&r->d[from]);
+}
+
+int gw_relay_first_eof(const struct gw_relay *r)
+{
+    return r->first_eof;
 }

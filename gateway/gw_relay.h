@@ -68,6 +68,9 @@ void gw_relay_free(struct gw_relay *r, enum gw_relay_close how);
 
 int gw_relay_fd(const struct gw_relay *r, enum gw_relay_side side);
 
+/* The side whose FIN came first (who closed), or -1 while neither has. */
+int gw_relay_first_eof(const struct gw_relay *r);
+
 /* Bytes read from `from` and not yet written to the other side. */
 size_t gw_relay_buffered(const struct gw_relay *r, enum gw_relay_side from);
 

@@ -10,16 +10,40 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "gw_access_log.h"
+
+#include "gw_admin.h"
 #include "gw_log.h"
 #include "gw_session.h"
+#include "gw_watch.h"
 #include "gw_snapshot.h"
 #include "gw_worker.h"
+
+/* A snapshot a reload replaced, kept (with the certificate store it was built
+ * from) until the last session that started on it has ended, so that it is
+ * freed here, on the control thread, where its health checks live. */
+struct retired {
+    struct retired *next;
+    struct gw_snapshot *snap;
+    struct cert_store *store;
+};
 
 struct gw_runtime {
     const struct gw_config *cfg;
     struct gw_build_env tls;
+    struct gw_view view;         /* what the admin API shows */
+    struct api_diags load_diags; /* the last load's problems */
+    struct retired *retired;
+    struct event *sweep;
+    struct event *reload_ev; /* a reload asked for, shortly after the last request */
+    int64_t reload_first_ms; /* when the oldest pending request came */
+    char reload_trigger[32]; /* what asked for the pending reload */
+    struct gw_watch *watch;
+    struct gw_admin *admin;
+    struct event *sigusr1;
     struct hc_engine *hc;
     struct event *rotate; /* session ticket key rotation */
     int nworkers;
@@ -158,22 +182,42 @@ static int port_taken(const char *addr, int port, char *err, size_t errlen)
 }
 
 /* Opens one socket per worker for the port, all or none. */
+static int open_port(struct gw_runtime *rt, int port, int *fds, char *err, size_t errlen)
+{
+    if (port_taken(rt->cfg->listen_address, port, err, errlen) != 0)
+        return -1;
+    for (int i = 0; i < rt->nworkers; i++) {
+        fds[i] = open_listener(rt->cfg->listen_address, port, true, err, errlen);
+        if (fds[i] < 0) {
+            for (int j = 0; j < i; j++)
+                close(fds[j]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void log_listening(struct gw_runtime *rt, const struct gw_port *port)
+{
+    char ids[512];
+    size_t n = 0;
+    ids[0] = '\0';
+    for (size_t i = 0; i < port->napis && n < sizeof(ids); i++)
+        n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%s%s", i ? "," : "",
+                              port->apis[i]->def->api_id);
+    gw_info("listening on %s:%d (%s) api_id=%s",
+            rt->cfg->listen_address[0] ? rt->cfg->listen_address : "*", port->port,
+            api_protocol_name(port->protocol), ids);
+}
+
+/* At start: opens the port's sockets and hands them to the workers. */
 static int listen_port(struct gw_runtime *rt, struct gw_port *port)
 {
     int fds[rt->nworkers];
     char err[256];
-    if (port_taken(rt->cfg->listen_address, port->port, err, sizeof(err)) != 0) {
+    if (open_port(rt, port->port, fds, err, sizeof(err)) != 0) {
         gw_error("port %d: cannot listen: %s; its definitions are not served", port->port, err);
         return -1;
-    }
-    for (int i = 0; i < rt->nworkers; i++) {
-        fds[i] = open_listener(rt->cfg->listen_address, port->port, true, err, sizeof(err));
-        if (fds[i] < 0) {
-            for (int j = 0; j < i; j++)
-                close(fds[j]);
-            gw_error("port %d: cannot listen: %s; its definitions are not served", port->port, err);
-            return -1;
-        }
     }
     for (int i = 0; i < rt->nworkers; i++) {
         if (gw_worker_listen(rt->workers[i], fds[i], port) != 0) {
@@ -186,16 +230,190 @@ static int listen_port(struct gw_runtime *rt, struct gw_port *port)
             return -1;
         }
     }
-    char ids[512];
-    size_t n = 0;
-    ids[0] = '\0';
-    for (size_t i = 0; i < port->napis && n < sizeof(ids); i++)
-        n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%s%s", i ? "," : "",
-                              port->apis[i]->def->api_id);
-    gw_info("listening on %s:%d (%s) api_id=%s",
-            rt->cfg->listen_address[0] ? rt->cfg->listen_address : "*", port->port,
-            api_protocol_name(port->protocol), ids);
+    log_listening(rt, port);
     return 0;
+}
+
+/* ---- reload ------------------------------------------------------------------------ */
+
+static void sweep_retired(struct gw_runtime *rt, bool all)
+{
+    struct retired **pp = &rt->retired;
+    while (*pp != NULL) {
+        struct retired *r = *pp;
+        if (!all && __atomic_load_n(&r->snap->refs, __ATOMIC_ACQUIRE) > 1) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        gw_snapshot_unref(r->snap);
+        cert_store_free(r->store);
+        free(r);
+    }
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sweep_retired(arg, false);
+}
+
+static void keep_diags(struct gw_runtime *rt, struct api_diags *diags)
+{
+    api_diags_free(&rt->load_diags);
+    rt->load_diags = *diags;
+    memset(diags, 0, sizeof(*diags));
+}
+
+static void reload_failed(struct gw_runtime *rt, const char *trigger, const char *why)
+{
+    struct gw_reload_info *ri = &rt->view.reload;
+    ri->failed++;
+    ri->last_ok = false;
+    ri->last_unix = time(NULL);
+    snprintf(ri->last_trigger, sizeof(ri->last_trigger), "%s", trigger);
+    snprintf(ri->last_error, sizeof(ri->last_error), "%s", why);
+    gw_error("reload (%s) failed: %s; the running definitions stay", trigger, why);
+}
+
+/* Reloads the definitions, all or nothing: the new set is loaded and
+ * validated, its snapshot (TLS contexts, checks) built and its new ports
+ * opened before anything changes; only then do the workers move to it.
+ * Returns 0, or -1 with the running set kept. */
+static int reload(struct gw_runtime *rt, const char *trigger)
+{
+    int nw = rt->nworkers;
+    char err[320];
+    struct api_diags diags = {0};
+    struct gw_build_env env = rt->tls;
+    /* Certificates are read again, so that changed files take effect. */
+    env.store = cert_store_load(rt->cfg->certs_path, &diags);
+    struct gw_snapshot *snap = gw_snapshot_load(&env, nw, &diags);
+    if (snap == NULL) {
+        snprintf(err, sizeof(err), "cannot load definitions from %s", rt->cfg->app_path);
+        keep_diags(rt, &diags);
+        cert_store_free(env.store);
+        reload_failed(rt, trigger, err);
+        return -1;
+    }
+    size_t nnew = 0;
+    int *ports = calloc(snap->nports ? snap->nports : 1, sizeof(*ports));
+    int *fds = calloc((snap->nports ? snap->nports : 1) * (size_t)nw, sizeof(*fds));
+    if (ports == NULL || fds == NULL)
+        abort();
+    int rc = 0;
+    for (size_t i = 0; i < snap->nports && rc == 0; i++) {
+        int port = snap->ports[i].port;
+        if (gw_snapshot_port(rt->snap, port) != NULL)
+            continue; /* still served: its sockets stay open */
+        char why[256];
+        if (open_port(rt, port, &fds[nnew * (size_t)nw], why, sizeof(why)) != 0) {
+            snprintf(err, sizeof(err), "port %d: cannot listen: %s", port, why);
+            rc = -1;
+            break;
+        }
+        ports[nnew++] = port;
+    }
+    if (rc != 0) {
+        for (size_t i = 0; i < nnew * (size_t)nw; i++)
+            close(fds[i]);
+        free(ports);
+        free(fds);
+        gw_snapshot_unref(snap);
+        cert_store_free(env.store);
+        keep_diags(rt, &diags);
+        reload_failed(rt, trigger, err);
+        return -1;
+    }
+    /* Swap. Worker w takes column w of the new sockets. */
+    int col[nnew ? nnew : 1];
+    for (int w = 0; w < nw; w++) {
+        for (size_t i = 0; i < nnew; i++)
+            col[i] = fds[i * (size_t)nw + (size_t)w];
+        if (gw_worker_update(rt->workers[w], snap, ports, col, nnew) != 0)
+            abort(); /* out of memory: a half-applied reload is worse than an exit */
+    }
+    for (size_t i = 0; i < rt->snap->nports; i++)
+        if (gw_snapshot_port(snap, rt->snap->ports[i].port) == NULL)
+            gw_info("reload: port %d is no longer served; its connections drain",
+                    rt->snap->ports[i].port);
+    for (size_t i = 0; i < nnew; i++)
+        log_listening(rt, gw_snapshot_port(snap, ports[i]));
+    free(ports);
+    free(fds);
+    struct retired *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        abort();
+    r->snap = rt->snap;
+    r->store = rt->tls.store;
+    r->next = rt->retired;
+    rt->retired = r;
+    rt->snap = rt->view.snap = snap;
+    rt->tls.store = env.store;
+    log_diags(&diags);
+    size_t errors = api_diags_errors(&diags);
+    keep_diags(rt, &diags);
+    struct gw_reload_info *ri = &rt->view.reload;
+    ri->ok++;
+    ri->last_ok = true;
+    ri->last_unix = time(NULL);
+    ri->last_error[0] = '\0';
+    snprintf(ri->last_trigger, sizeof(ri->last_trigger), "%s", trigger);
+    gw_info("reload (%s): %zu definitions on %zu ports, %zu skipped with errors", trigger,
+            snap->napis, snap->nports, errors);
+    struct timeval soon = {1, 0};
+    evtimer_add(rt->sweep, &soon);
+    return 0;
+}
+
+/* Requests that arrive close together make one reload: it runs once they
+ * have been quiet for RELOAD_QUIET_MS (an editor's save is several events),
+ * and at most RELOAD_MAX_WAIT_MS after the first. */
+#define RELOAD_QUIET_MS 250
+#define RELOAD_MAX_WAIT_MS 2000
+
+static void on_reload_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_runtime *rt = arg;
+    rt->reload_first_ms = 0;
+    reload(rt, rt->reload_trigger);
+}
+
+static void request_reload(struct gw_runtime *rt, const char *trigger)
+{
+    if (rt->stop_signals > 0)
+        return;
+    int64_t now = gw_now_ms();
+    if (rt->reload_first_ms == 0)
+        rt->reload_first_ms = now;
+    snprintf(rt->reload_trigger, sizeof(rt->reload_trigger), "%s", trigger);
+    int64_t wait = RELOAD_QUIET_MS;
+    if (now + wait > rt->reload_first_ms + RELOAD_MAX_WAIT_MS)
+        wait = rt->reload_first_ms + RELOAD_MAX_WAIT_MS - now;
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {.tv_sec = wait / 1000, .tv_usec = (wait % 1000) * 1000};
+    evtimer_add(rt->reload_ev, &tv);
+}
+
+static void on_folder_change(void *arg)
+{
+    request_reload(arg, "app_path changed");
+}
+
+static int admin_reload(void *arg)
+{
+    struct gw_runtime *rt = arg;
+    if (rt->stop_signals > 0) {
+        reload_failed(rt, "admin API", "the gateway is shutting down");
+        return -1;
+    }
+    evtimer_del(rt->reload_ev); /* this one covers any pending request */
+    rt->reload_first_ms = 0;
+    return reload(rt, "admin API");
 }
 
 /* ---- control thread ------------------------------------------------------------ */
@@ -233,9 +451,15 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    (void)arg;
-    /* SIGHUP must never kill a gateway that serves live connections. */
-    gw_warn("received SIGHUP: reloading is not available in this version; ignored");
+    request_reload(arg, "SIGHUP");
+}
+
+static void on_usr1(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    struct gw_runtime *rt = arg;
+    gw_access_log_reopen(rt->view.access_log);
 }
 
 static void on_health_change(void *arg, struct hc_target *t, bool up)
@@ -308,11 +532,20 @@ static void on_rotate(evutil_socket_t fd, short what, void *arg)
 
 static void runtime_free(struct gw_runtime *rt)
 {
+    gw_admin_free(rt->admin);
+    gw_watch_free(rt->watch);
     if (rt->workers != NULL) {
         for (int i = 0; i < rt->nworkers; i++)
             gw_worker_free(rt->workers[i]);
         free(rt->workers);
     }
+    gw_access_log_close(rt->view.access_log);
+    if (rt->sigusr1 != NULL)
+        event_free(rt->sigusr1);
+    if (rt->sweep != NULL)
+        event_free(rt->sweep);
+    if (rt->reload_ev != NULL)
+        event_free(rt->reload_ev);
     if (rt->sigterm != NULL)
         event_free(rt->sigterm);
     if (rt->sigint != NULL)
@@ -327,12 +560,16 @@ static void runtime_free(struct gw_runtime *rt)
         close(rt->exit_fd);
     /* The workers that read the targets have ended; checks still in flight
      * are freed while their event loop still exists. */
+    sweep_retired(rt, true);
+    gw_snapshot_unref(rt->snap); /* releases its checks: before the engine goes */
+    rt->snap = NULL;
     hc_engine_free(rt->hc);
     if (rt->control != NULL)
         event_base_free(rt->control);
-    gw_snapshot_unref(rt->snap);
     cert_store_free(rt->tls.store);
     cert_ticket_keys_free(rt->tls.keys);
+    api_diags_free(&rt->load_diags);
+    gw_registry_free(rt->tls.registry);
 }
 
 int gw_run(const struct gw_config *cfg)
@@ -354,13 +591,16 @@ int gw_run(const struct gw_config *cfg)
     struct api_diags diags = {0};
     rt.tls.cfg = cfg;
     rt.tls.hc = rt.hc;
+    rt.tls.registry = gw_registry_new(rt.nworkers);
+    if (rt.tls.registry == NULL)
+        goto out;
     rt.tls.store = cert_store_load(cfg->certs_path, &diags);
     rt.tls.keys = cert_ticket_keys_new();
     if (rt.tls.keys == NULL)
         abort();
     rt.snap = gw_snapshot_load(&rt.tls, rt.nworkers, &diags);
     log_diags(&diags);
-    api_diags_free(&diags);
+    keep_diags(&rt, &diags);
     if (rt.snap == NULL) {
         gw_error("cannot load definitions from %s", cfg->app_path);
         goto out;
@@ -370,6 +610,40 @@ int gw_run(const struct gw_config *cfg)
         if (!d->active)
             gw_info("%s: api_id=%s is inactive (\"active\": false): not served", d->file,
                     d->api_id);
+    }
+
+    rt.view.snap = rt.snap;
+    rt.view.nworkers = rt.nworkers;
+    rt.view.load_diags = &rt.load_diags;
+    rt.view.started_unix = time(NULL);
+    if (cfg->access_log[0] != '\0') {
+        char err[300];
+        rt.view.access_log = gw_access_log_open(cfg->access_log, err, sizeof(err));
+        if (rt.view.access_log == NULL) {
+            gw_error("%s", err);
+            goto out;
+        }
+    }
+    rt.sweep = evtimer_new(rt.control, on_sweep, &rt);
+    rt.reload_ev = evtimer_new(rt.control, on_reload_timer, &rt);
+    rt.sigusr1 = evsignal_new(rt.control, SIGUSR1, on_usr1, &rt);
+    if (rt.sweep == NULL || rt.reload_ev == NULL || rt.sigusr1 == NULL ||
+        evsignal_add(rt.sigusr1, NULL) != 0)
+        goto out;
+    if (cfg->control_api_port > 0) {
+        char err[300];
+        rt.admin = gw_admin_new(rt.control, cfg, &rt.view, admin_reload, &rt, err, sizeof(err));
+        if (rt.admin == NULL) {
+            gw_error("%s", err);
+            goto out;
+        }
+        gw_info("admin API on %s:%d", cfg->control_api_hostname, cfg->control_api_port);
+    }
+    {
+        char err[300];
+        rt.watch = gw_watch_new(rt.control, cfg->app_path, on_folder_change, &rt, err, sizeof(err));
+        if (rt.watch == NULL)
+            gw_warn("%s: changes are not picked up by themselves; send SIGHUP to reload", err);
     }
 
     rt.exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -391,11 +665,14 @@ int gw_run(const struct gw_config *cfg)
         evsignal_add(rt.sigint, NULL) != 0)
         goto out;
 
+    struct gw_worker_opts wopts = {.max_pipes = cfg->max_pipes,
+                                   .drain_ms = cfg->drain_timeout_ms,
+                                   .access_log = rt.view.access_log};
     rt.workers = calloc((size_t)rt.nworkers, sizeof(*rt.workers));
     if (rt.workers == NULL)
         goto out;
     for (int i = 0; i < rt.nworkers; i++) {
-        rt.workers[i] = gw_worker_new(i, rt.snap, rt.cfg->max_pipes, on_worker_exit, &rt);
+        rt.workers[i] = gw_worker_new(i, rt.snap, &wopts, on_worker_exit, &rt);
         if (rt.workers[i] == NULL) {
             gw_error("cannot create worker %d", i);
             goto out;

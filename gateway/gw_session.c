@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gw_access_log.h"
 #include "gw_balancer.h"
 #include "gw_clienthello.h"
 #include "gw_proxyproto.h"
@@ -120,9 +121,13 @@ struct gw_session {
     SSL *up_ssl;           /* upstream TLS waiting for the TCP connect and PROXY header */
     bool proxy_sent;       /* the outbound PROXY header is queued */
     uint64_t rx, tx;
-    char *sni;         /* the client's server name; NULL when none */
-    char *alpn;        /* the protocol negotiated with the client; NULL when none */
-    const char *error; /* a short reason for the log line, static storage */
+    int64_t rx_buffered, tx_buffered; /* what this session adds to the gauges now */
+    bool target_counted;              /* in its target's cx_active */
+    bool flushing_up;                 /* in upstream_flush_active */
+    int first_eof;                    /* 0: the client's FIN came first, 1: the upstream's, -1 */
+    char *sni;                        /* the client's server name; NULL when none */
+    char *alpn;                       /* the protocol negotiated with the client; NULL when none */
+    const char *error;                /* a short reason for the log line, static storage */
 
     union gw_addr peer; /* the client: from the PROXY header when there was one */
     socklen_t peerlen;
@@ -265,9 +270,91 @@ static void stop_fd_wait(struct gw_session *s)
     s->fd_waiting = false;
 }
 
+/* Appends a JSON string (or null) to buf at *n, escaped. */
+static void json_str(char *buf, size_t len, size_t *n, const char *key, const char *v)
+{
+    if (*n >= len)
+        return;
+    if (v == NULL) {
+        *n += (size_t)snprintf(buf + *n, len - *n, ",\"%s\":null", key);
+        return;
+    }
+    *n += (size_t)snprintf(buf + *n, len - *n, ",\"%s\":\"", key);
+    for (const unsigned char *c = (const unsigned char *)v; *c != '\0' && *n + 8 < len; c++) {
+        if (*c == '"' || *c == '\\')
+            *n += (size_t)snprintf(buf + *n, len - *n, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            *n += (size_t)snprintf(buf + *n, len - *n, "\\u%04x", *c);
+        else
+            buf[(*n)++] = (char)*c;
+    }
+    if (*n + 1 < len)
+        buf[(*n)++] = '"';
+}
+
+static void tls_names(struct bufferevent *bev, const char **version, const char **cipher)
+{
+    SSL *ssl = bev_ssl(bev);
+    *version = *cipher = NULL;
+    if (ssl != NULL && SSL_is_init_finished(ssl)) {
+        *version = SSL_get_version(ssl);
+        *cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl));
+    }
+}
+
+/* The access log's line: one JSON object per connection. */
+static void access_log(struct gw_session *s, enum end_reason why)
+{
+    char buf[2048], client[INET6_ADDRSTRLEN + 16], when[40];
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    int64_t duration = gw_now_ms() - s->started_ms;
+    int64_t start_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000 - duration;
+    time_t start_s = (time_t)(start_ms / 1000);
+    struct tm tm;
+    gmtime_r(&start_s, &tm);
+    size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + w, sizeof(when) - w, ".%03dZ", (int)(start_ms % 1000));
+    format_addr(&s->peer.sa, client, sizeof(client));
+    const char *end = end_names[why];
+    if (why == END_CLOSED)
+        end = s->first_eof == 1 ? "upstream_closed" : "client_closed";
+    const char *tv, *tc, *uv, *uc;
+    tls_names(s->cli, &tv, &tc);
+    tls_names(s->up, &uv, &uc);
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "{\"time\":\"%s\",\"duration_ms\":%lld", when,
+                                (long long)duration);
+    json_str(buf, sizeof(buf), &n, "client", client);
+    if (n < sizeof(buf))
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, ",\"listen_port\":%d", s->port->port);
+    json_str(buf, sizeof(buf), &n, "api_id", s->api != NULL ? s->api->def->api_id : NULL);
+    json_str(buf, sizeof(buf), &n, "sni", s->sni);
+    json_str(buf, sizeof(buf), &n, "tls_version", tv);
+    json_str(buf, sizeof(buf), &n, "tls_cipher", tc);
+    json_str(buf, sizeof(buf), &n, "alpn", s->alpn);
+    json_str(buf, sizeof(buf), &n, "target",
+             s->api != NULL && s->attempt > 0 ? s->api->ups[s->ups].label : NULL);
+    json_str(buf, sizeof(buf), &n, "upstream_tls_version", uv);
+    json_str(buf, sizeof(buf), &n, "upstream_tls_cipher", uc);
+    if (n < sizeof(buf))
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+                              ",\"attempts\":%u,\"rx_bytes\":%llu,\"tx_bytes\":%llu", s->attempt,
+                              (unsigned long long)s->rx, (unsigned long long)s->tx);
+    json_str(buf, sizeof(buf), &n, "end", end);
+    json_str(buf, sizeof(buf), &n, "error", s->error);
+    if (n + 1 < sizeof(buf)) {
+        buf[n++] = '}';
+        gw_access_log_write(s->env.access_log, buf, n);
+    }
+}
+
 static void session_close(struct gw_session *s, enum end_reason why)
 {
     stop_fd_wait(s);
+    if (s->relay != NULL && s->first_eof < 0)
+        s->first_eof = gw_relay_first_eof(s->relay);
+    if (s->env.access_log != NULL)
+        access_log(s, why);
     if (gw_log_enabled(GW_LOG_INFO)) {
         char client[INET6_ADDRSTRLEN + 16], down[400], up[128];
         format_addr(&s->peer.sa, client, sizeof(client));
@@ -281,8 +368,16 @@ static void session_close(struct gw_session *s, enum end_reason why)
                 (long long)(gw_now_ms() - s->started_ms), end_names[why], up,
                 s->error ? " error=" : "", s->error ? s->error : "");
     }
+    if (why == END_NO_ROUTE)
+        GW_STAT_ADD(s->pst, no_route, 1);
     if (s->st != NULL) {
         GW_STAT_ADD(s->st, cx_active, -1);
+        GW_STAT_ADD(s->st, rx_buffered, -s->rx_buffered);
+        GW_STAT_ADD(s->st, tx_buffered, -s->tx_buffered);
+        if (s->flushing_up)
+            GW_STAT_ADD(s->st, upstream_flush_active, -1);
+        if (s->target_counted)
+            GW_STAT_ADD(&s->api->ups[s->ups].stats[s->env.worker_id], cx_active, -1);
         if (why == END_IDLE_TIMEOUT)
             GW_STAT_ADD(s->st, idle_timeout, 1);
         else if (why == END_MAX_DURATION)
@@ -359,6 +454,36 @@ static void arm_timer(struct gw_session *s)
 }
 
 /* ---- relay --------------------------------------------------------------------- */
+
+/* Brings the buffered-bytes gauges up to date with what this session holds:
+ * bytes from the client not yet written upstream, and the reverse. */
+static void sync_buffered(struct gw_session *s)
+{
+    int64_t rx = 0, tx = 0;
+    if (s->relay != NULL) {
+        rx = (int64_t)gw_relay_buffered(s->relay, GW_RELAY_CLIENT);
+        tx = (int64_t)gw_relay_buffered(s->relay, GW_RELAY_UPSTREAM);
+    } else {
+        if (s->up != NULL)
+            rx = (int64_t)evbuffer_get_length(bufferevent_get_output(s->up));
+        if (s->cli != NULL)
+            tx = (int64_t)evbuffer_get_length(bufferevent_get_output(s->cli));
+    }
+    if (s->st == NULL || (rx == s->rx_buffered && tx == s->tx_buffered))
+        return;
+    GW_STAT_ADD(s->st, rx_buffered, rx - s->rx_buffered);
+    GW_STAT_ADD(s->st, tx_buffered, tx - s->tx_buffered);
+    s->rx_buffered = rx;
+    s->tx_buffered = tx;
+}
+
+/* The client failed and its last bytes are still being written upstream. */
+static void start_upstream_flush(struct gw_session *s)
+{
+    s->flushing_up = true;
+    GW_STAT_ADD(s->st, upstream_flush_total, 1);
+    GW_STAT_ADD(s->st, upstream_flush_active, 1);
+}
 
 static bool relay_done(const struct gw_session *s)
 {
@@ -464,8 +589,12 @@ static bool relay(struct gw_session *s, struct bufferevent *src, struct bufferev
         bufferevent_disable(src, EV_READ);
         bufferevent_setwatermark(dst, EV_WRITE, GW_RELAY_HIGH_WATERMARK / 2, 0);
         d->paused = true;
-        GW_STAT_ADD(s->st, paused_reading, 1);
+        if (src == s->cli)
+            GW_STAT_ADD(s->st, paused_reading, 1);
+        else
+            GW_STAT_ADD(s->st, upstream_paused_reading, 1);
     }
+    sync_buffered(s);
     return !failed;
 }
 
@@ -482,6 +611,7 @@ static void on_output_drained(struct evbuffer *buf, const struct evbuffer_cb_inf
         s->tx += info->n_deleted;
         GW_STAT_ADD(s->st, tx_bytes, (int64_t)info->n_deleted);
     }
+    sync_buffered(s);
 }
 
 static void peek(struct gw_session *s);
@@ -525,7 +655,10 @@ static void on_write(struct bufferevent *bev, void *arg)
         bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
         if (!d->eof)
             bufferevent_enable(src, EV_READ);
-        GW_STAT_ADD(s->st, resumed_reading, 1);
+        if (src == s->cli)
+            GW_STAT_ADD(s->st, resumed_reading, 1);
+        else
+            GW_STAT_ADD(s->st, upstream_resumed_reading, 1);
     }
     maybe_shutdown(bev, d);
     if (relay_done(s))
@@ -555,6 +688,8 @@ static void relay_failed(struct gw_session *s, struct bufferevent *bev)
         return;
     }
     bufferevent_setwatermark(other, EV_WRITE, 0, 0); /* on_write closes once flushed */
+    if (bev == s->cli)
+        start_upstream_flush(s);
     s->flush_deadline_ms = gw_now_ms() + FLUSH_TIMEOUT_MS;
     arm_timer(s);
 }
@@ -572,6 +707,8 @@ static void relay_event(struct gw_session *s, struct bufferevent *bev, short wha
         struct dir *d = bev == s->cli ? &s->c2u : &s->u2c;
         relay(s, bev, other, d);
         d->eof = true;
+        if (s->first_eof < 0)
+            s->first_eof = bev == s->cli ? 0 : 1;
         maybe_shutdown(other, d);
         if (relay_done(s))
             session_close(s, END_CLOSED);
@@ -677,16 +814,20 @@ static void plain_moved(void *arg, enum gw_relay_side from, size_t nread, size_t
         GW_STAT_ADD(s->st, tx_bytes, (int64_t)nwritten);
     }
     s->active_ms = gw_now_ms();
+    sync_buffered(s);
 }
 
 static void plain_flow(void *arg, enum gw_relay_side from, bool paused)
 {
     struct gw_session *s = arg;
-    (void)from;
-    if (paused)
+    if (from == GW_RELAY_CLIENT && paused)
         GW_STAT_ADD(s->st, paused_reading, 1);
-    else
+    else if (from == GW_RELAY_CLIENT)
         GW_STAT_ADD(s->st, resumed_reading, 1);
+    else if (paused)
+        GW_STAT_ADD(s->st, upstream_paused_reading, 1);
+    else
+        GW_STAT_ADD(s->st, upstream_resumed_reading, 1);
 }
 
 static void plain_failed(void *arg, enum gw_relay_side side, bool flushing)
@@ -698,6 +839,8 @@ static void plain_failed(void *arg, enum gw_relay_side side, bool flushing)
         session_close(s, s->failure);
         return;
     }
+    if (side == GW_RELAY_CLIENT)
+        start_upstream_flush(s);
     s->flush_deadline_ms = gw_now_ms() + FLUSH_TIMEOUT_MS;
     arm_timer(s);
 }
@@ -753,6 +896,7 @@ static void start_plain_relay(struct gw_session *s)
     }
     s->rx += first;
     GW_STAT_ADD(s->st, rx_bytes, (int64_t)first);
+    sync_buffered(s);
     arm_timer(s);
 }
 
@@ -775,6 +919,10 @@ static void connected(struct gw_session *s)
     s->state = ST_RELAY;
     s->active_ms = gw_now_ms();
     GW_STAT_ADD(s->st, upstream_cx_total, 1);
+    struct gw_target_stats *ts = &u->stats[s->env.worker_id];
+    GW_STAT_ADD(ts, cx_total, 1);
+    GW_STAT_ADD(ts, cx_active, 1);
+    s->target_counted = true;
     set_nodelay(bufferevent_getfd(s->up));
     gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), u->name, s->attempt);
     if (s->api->def->ext.send_proxy_protocol && !s->proxy_sent)
@@ -815,10 +963,14 @@ static void connect_failed(struct gw_session *s, bool timeout)
     const struct gw_upstream *u = &s->api->ups[s->ups];
     char addr[INET6_ADDRSTRLEN + 16], why[320];
     format_addr((const struct sockaddr *)&u->addr[s->addr], addr, sizeof(addr));
-    if (timeout)
+    struct gw_target_stats *ts = &u->stats[s->env.worker_id];
+    if (timeout) {
         GW_STAT_ADD(s->st, connect_timeout, 1);
-    else
+        GW_STAT_ADD(ts, connect_timeout, 1);
+    } else {
         GW_STAT_ADD(s->st, connect_fail, 1);
+        GW_STAT_ADD(ts, connect_fail, 1);
+    }
     bool tls_failed = false;
     const char *reason = timeout ? "timed out" : upstream_failure(s, why, sizeof(why), &tls_failed);
     if (tls_failed && s->last_error == NULL)
@@ -846,6 +998,29 @@ static void connect_failed(struct gw_session *s, bool timeout)
 
 static void routed(struct gw_session *s, struct gw_api *api);
 
+/* Counts a failed client handshake under one of a few reasons, for metrics. */
+static void count_tls_failure(struct gw_session *s, unsigned long e)
+{
+    int r = ERR_GET_REASON(e);
+    if (e == 0)
+        GW_STAT_ADD(s->pst, tls_fail_closed, 1);
+    else if (r >= SSL_AD_REASON_OFFSET)
+        GW_STAT_ADD(s->pst, tls_fail_alert, 1); /* the client refused us, e.g. our certificate */
+    else if (r == SSL_R_UNSUPPORTED_PROTOCOL || r == SSL_R_VERSION_TOO_LOW ||
+             r == SSL_R_VERSION_TOO_HIGH || r == SSL_R_WRONG_VERSION_NUMBER ||
+             r == SSL_R_HTTP_REQUEST || r == SSL_R_HTTPS_PROXY_REQUEST ||
+             r == SSL_R_PACKET_LENGTH_TOO_LONG || r == SSL_R_RECORD_LENGTH_MISMATCH)
+        GW_STAT_ADD(s->pst, tls_fail_protocol, 1);
+    else if (r == SSL_R_NO_SHARED_CIPHER || r == SSL_R_NO_SHARED_GROUPS ||
+             r == SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM)
+        GW_STAT_ADD(s->pst, tls_fail_cipher, 1);
+    else if (r == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE || r == SSL_R_CERTIFICATE_VERIFY_FAILED ||
+             r == SSL_R_NO_CERTIFICATES_RETURNED)
+        GW_STAT_ADD(s->pst, tls_fail_client_cert, 1);
+    else
+        GW_STAT_ADD(s->pst, tls_fail_other, 1);
+}
+
 /* The client's TLS handshake ended, well or not. */
 static void handshake_event(struct gw_session *s, short what)
 {
@@ -861,6 +1036,7 @@ static void handshake_event(struct gw_session *s, short what)
         }
         GW_STAT_ADD(s->pst, tls_handshake_failed, 1);
         unsigned long e = bufferevent_get_openssl_error(s->cli);
+        count_tls_failure(s, e);
         static __thread char reason[200];
         if (e != 0) {
             ERR_error_string_n(e, reason, sizeof(reason));
@@ -1040,6 +1216,7 @@ static void connect_next(struct gw_session *s)
             return;
         }
         GW_STAT_ADD(s->st, connect_fail, 1);
+        GW_STAT_ADD(&u->stats[s->env.worker_id], connect_fail, 1);
         gw_info("api_id=%s connect to %s failed at once: %s (attempt %u of %d)", api_id(s), u->name,
                 strerror(s->last_errno), s->attempt, ext->max_connect_attempts);
         if (s->addr + 1 < u->naddrs) {
@@ -1313,6 +1490,7 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     s->port = port;
     s->pst = &port->stats[env->worker_id];
     s->started_ms = s->active_ms = gw_now_ms();
+    s->first_eof = -1;
     if (peerlen > 0 && (size_t)peerlen <= sizeof(s->peer)) {
         memcpy(&s->peer, peer, (size_t)peerlen);
         s->peerlen = (socklen_t)peerlen;
@@ -1360,12 +1538,18 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     arm_timer(s);
 }
 
-void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms)
+/* Every session (port 0), or those accepted on one port, gets until now + its
+ * drain timeout (the definition's own, capped by max_ms) to finish. */
+static void drain(struct gw_session_list *list, int port, int64_t max_ms)
 {
     int64_t now = gw_now_ms();
     struct gw_session *s = list->head;
     while (s != NULL) {
         struct gw_session *next = s->next;
+        if (port != 0 && s->port->port != port) {
+            s = next;
+            continue;
+        }
         int64_t ms = max_ms;
         if (s->api != NULL && s->api->def->ext.drain_timeout_ms >= 0 &&
             s->api->def->ext.drain_timeout_ms < ms)
@@ -1378,6 +1562,16 @@ void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms)
         }
         s = next;
     }
+}
+
+void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms)
+{
+    drain(list, 0, max_ms);
+}
+
+void gw_session_list_drain_port(struct gw_session_list *list, int port, int64_t max_ms)
+{
+    drain(list, port, max_ms);
 }
 
 void gw_session_list_close_down(struct gw_session_list *list)

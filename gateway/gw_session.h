@@ -14,6 +14,8 @@
 #include "gw_relay.h"
 #include "gw_snapshot.h"
 
+struct gw_access_log;
+
 /* How much one direction may buffer before its reader is paused. */
 #define GW_RELAY_HIGH_WATERMARK (64 * 1024)
 
@@ -36,7 +38,8 @@ struct gw_session_env {
      * nothing: each new client would hold a descriptor and wait too. */
     void (*fd_wait)(void *arg, int delta, int err);
     void *arg;
-    struct gw_relay_pool *pool; /* the worker's, for plain relays */
+    struct gw_relay_pool *pool;       /* the worker's, for plain relays */
+    struct gw_access_log *access_log; /* NULL: none */
 };
 
 /* Starts proxying an accepted client socket (non-blocking) for a port of snap.
@@ -48,6 +51,9 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
 /* Shutdown: every session gets until now + its drain timeout (the definition's
  * own, capped by max_ms) to finish; 0 closes them at once. */
 void gw_session_list_drain(struct gw_session_list *list, int64_t max_ms);
+
+/* The same for the sessions accepted on one port (a reload removed it). */
+void gw_session_list_drain_port(struct gw_session_list *list, int port, int64_t max_ms);
 
 /* Closes the sessions whose upstream host was marked down, for definitions
  * that ask for it (on_marked_down: close). */

@@ -264,6 +264,11 @@ static int build_checks(struct gw_api *api, const struct api_def *def,
                           "%s is not one of the definition's targets; the check is not run", name);
             continue;
         }
+        if (first->hc != NULL) {
+            api_diags_add(diags, API_SEV_WARNING, def->file, field,
+                          "%s has an earlier check; this one is not run", name);
+            continue;
+        }
         if (env->hc == NULL)
             continue;
         int64_t timeout = chk->timeout_ms > 0         ? chk->timeout_ms
@@ -367,17 +372,18 @@ static int build_client_tls(struct gw_api *api, const struct api_def *def,
 
 /* Fills an API entry; returns -1 (with diagnostics) when it cannot be served. */
 static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
-                     const struct gw_build_env *tls, struct api_diags *diags)
+                     const struct gw_build_env *tls, struct gw_registry *reg,
+                     struct api_diags *diags)
 {
-
     const struct api_target *targets;
     size_t n = api_def_upstreams(def, &targets);
+    char key[API_HOST_MAX + 600];
     api->def = def;
     api->ups = calloc(n, sizeof(*api->ups));
-    api->stats = aligned_alloc(64, sizeof(struct gw_api_stats) * (size_t)nworkers);
-    if (api->ups == NULL || api->stats == NULL)
+    if (api->ups == NULL)
         abort();
-    memset(api->stats, 0, sizeof(struct gw_api_stats) * (size_t)nworkers);
+    snprintf(key, sizeof(key), "api:%s", def->api_id);
+    api->stats = gw_registry_slots(reg, key, sizeof(struct gw_api_stats));
     api->nups = n;
     for (size_t i = 0; i < n; i++) {
         struct gw_upstream *u = &api->ups[i];
@@ -385,6 +391,10 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
             def->proxy.enable_load_balancing ? "proxy.target_list" : "proxy.target_url";
         u->target = targets[i];
         api_target_hostport(&u->target, u->name, sizeof(u->name));
+        snprintf(u->label, sizeof(u->label), "%s://%s",
+                 u->target.scheme == API_SCHEME_TLS ? "tls" : "tcp", u->name);
+        snprintf(key, sizeof(key), "target:%s %s", def->api_id, u->label);
+        u->stats = gw_registry_slots(reg, key, sizeof(struct gw_target_stats));
         u->host_id = (unsigned)i;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(api->ups[j].name, u->name) == 0) {
@@ -409,6 +419,11 @@ static void free_api(struct gw_api *api, int nworkers)
 {
     for (size_t i = 0; api->ups != NULL && i < api->nups; i++) {
         struct gw_upstream *u = &api->ups[i];
+        bool first_use = true; /* repeated entries of a host share its check */
+        for (size_t j = 0; j < i && first_use; j++)
+            first_use = api->ups[j].hc != u->hc;
+        if (first_use)
+            hc_target_release(u->hc);
         cert_entry_unref(u->client_cert);
         for (int w = 0; u->sessions != NULL && w < nworkers; w++)
             SSL_SESSION_free(u->sessions[w]);
@@ -417,7 +432,6 @@ static void free_api(struct gw_api *api, int nworkers)
     SSL_CTX_free(api->server_ctx);
     SSL_CTX_free(api->client_ctx);
     free(api->ups);
-    free(api->stats);
     memset(api, 0, sizeof(*api));
 }
 
@@ -509,6 +523,9 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
     s->client_hello_max = (size_t)tls->cfg->client_hello_max;
     s->set = *set;
     memset(set, 0, sizeof(*set));
+    struct gw_registry *reg = tls->registry;
+    if (reg == NULL && (reg = s->own_registry = gw_registry_new(nworkers)) == NULL)
+        abort();
     s->apis = calloc(s->set.count ? s->set.count : 1, sizeof(*s->apis));
     s->ports = calloc(s->set.count ? s->set.count : 1, sizeof(*s->ports));
     if (s->apis == NULL || s->ports == NULL)
@@ -519,7 +536,7 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
         if (!def->active)
             continue;
         struct gw_api *api = &s->apis[s->napis];
-        if (build_api(api, def, nworkers, tls, diags) != 0) {
+        if (build_api(api, def, nworkers, tls, reg, diags) != 0) {
             free_api(api, nworkers);
             continue;
         }
@@ -530,10 +547,11 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
             p->port = def->listen_port;
             p->protocol = def->protocol;
             p->apis = calloc(s->set.count, sizeof(*p->apis));
-            p->stats = aligned_alloc(64, sizeof(*p->stats) * (size_t)nworkers);
-            if (p->apis == NULL || p->stats == NULL)
+            if (p->apis == NULL)
                 abort();
-            memset(p->stats, 0, sizeof(*p->stats) * (size_t)nworkers);
+            char key[32];
+            snprintf(key, sizeof(key), "port:%d", p->port);
+            p->stats = gw_registry_slots(reg, key, sizeof(*p->stats));
         }
         p->apis[p->napis++] = api;
     }
@@ -560,13 +578,13 @@ void gw_snapshot_unref(struct gw_snapshot *s)
         free_api(&s->apis[i], s->nworkers);
     for (size_t i = 0; i < s->nports; i++) {
         free(s->ports[i].apis);
-        free(s->ports[i].stats);
         gw_sni_free(s->ports[i].sni);
         SSL_CTX_free(s->ports[i].front);
     }
     free(s->apis);
     free(s->ports);
     api_set_free(&s->set);
+    gw_registry_free(s->own_registry);
     free(s);
 }
 

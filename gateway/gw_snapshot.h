@@ -22,8 +22,9 @@
 /* One entry of a definition's target list (repeats are separate entries). */
 struct gw_upstream {
     struct api_target target;
-    char name[API_HOST_MAX + 16]; /* host:port, for logs */
-    unsigned host_id;             /* equal for entries naming the same host:port */
+    char name[API_HOST_MAX + 16];  /* host:port, for logs */
+    char label[API_HOST_MAX + 24]; /* scheme://host:port, for metrics */
+    unsigned host_id;              /* equal for entries naming the same host:port */
     int naddrs;
     socklen_t addrlen[GW_MAX_ADDRS];
     struct sockaddr_storage addr[GW_MAX_ADDRS];
@@ -32,6 +33,7 @@ struct gw_upstream {
     const char *pins;               /* from pinned_public_keys; NULL: none */
     SSL_SESSION **sessions;         /* one resumable session per worker */
     struct hc_target *hc;           /* its health check; NULL: not checked */
+    struct gw_target_stats *stats;  /* one slot per worker, from the registry */
 };
 
 struct gw_api {
@@ -39,7 +41,7 @@ struct gw_api {
     struct gw_upstream *ups;
     size_t nups;
     unsigned rr;                /* round-robin counter, shared by workers */
-    struct gw_api_stats *stats; /* one slot per worker */
+    struct gw_api_stats *stats; /* one slot per worker, from the registry */
     SSL_CTX *server_ctx;        /* protocol tls: this definition's certificate */
     SSL_CTX *client_ctx;        /* tls:// targets */
     bool verify_upstream;
@@ -53,6 +55,12 @@ struct gw_api {
     X(tls_handshakes, "TLS handshakes completed")                                                  \
     X(tls_resumed, "TLS handshakes that resumed a session")                                        \
     X(tls_handshake_failed, "TLS handshakes that failed")                                          \
+    X(tls_fail_protocol, "failed handshakes: a TLS version not allowed, or not TLS at all")        \
+    X(tls_fail_cipher, "failed handshakes: no cipher, group or signature in common")               \
+    X(tls_fail_client_cert, "failed handshakes: a client certificate missing or not trusted")      \
+    X(tls_fail_alert, "failed handshakes: the client sent an alert (e.g. it refused ours)")        \
+    X(tls_fail_closed, "failed handshakes: the client closed the connection")                      \
+    X(tls_fail_other, "failed handshakes: any other reason")                                       \
     X(tls_handshake_timeout, "TLS handshakes or ClientHellos that did not finish in time")         \
     X(sni_not_found, "TLS clients whose server name no definition serves")                         \
     X(not_tls, "connections to an SNI-routed TCP port that did not start with TLS")                \
@@ -91,7 +99,7 @@ struct gw_port {
     int64_t proxy_timeout_ms;
     const struct api_cidr *trusted; /* NULL: anyone may send a header */
     size_t ntrusted;
-    struct gw_port_stats *stats; /* one slot per worker */
+    struct gw_port_stats *stats; /* one slot per worker, from the registry */
 };
 
 /* What the snapshot needs beyond the definitions: the gateway config, the
@@ -100,7 +108,8 @@ struct gw_build_env {
     const struct gw_config *cfg;
     struct cert_store *store;
     struct cert_ticket_keys *keys;
-    struct hc_engine *hc; /* NULL: validate checks without running them (--check) */
+    struct hc_engine *hc;         /* NULL: validate checks without running them (--check) */
+    struct gw_registry *registry; /* counters by name; NULL: the snapshot's own */
 };
 
 /* Whether the balancer may pick upstream i of api now: the one question the
@@ -129,6 +138,7 @@ struct gw_snapshot {
     size_t napis;
     struct gw_port *ports;
     size_t nports;
+    struct gw_registry *own_registry; /* when the build env brought none */
 };
 
 /* Builds a snapshot from a loaded set (taking it over; it is emptied). Targets are

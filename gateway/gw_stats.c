@@ -1,5 +1,6 @@
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gw_stats.h"
@@ -26,4 +27,69 @@ void gw_stats_format(const struct gw_api_stats *s, char *buf, size_t buflen)
                               (long long)s->name);
     GW_API_COUNTERS(GW_STAT_FMT)
 #undef GW_STAT_FMT
+}
+
+/* ---- registry ------------------------------------------------------------------ */
+
+#define REGISTRY_BUCKETS 1024
+
+struct reg_entry {
+    struct reg_entry *next;
+    char *key;
+    void *slots;
+};
+
+struct gw_registry {
+    int nworkers;
+    struct reg_entry *buckets[REGISTRY_BUCKETS];
+};
+
+struct gw_registry *gw_registry_new(int nworkers)
+{
+    struct gw_registry *r = calloc(1, sizeof(*r));
+    if (r != NULL)
+        r->nworkers = nworkers;
+    return r;
+}
+
+void gw_registry_free(struct gw_registry *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t b = 0; b < REGISTRY_BUCKETS; b++) {
+        struct reg_entry *e = r->buckets[b];
+        while (e != NULL) {
+            struct reg_entry *next = e->next;
+            free(e->key);
+            free(e->slots);
+            free(e);
+            e = next;
+        }
+    }
+    free(r);
+}
+
+static size_t key_hash(const char *key)
+{
+    size_t h = 5381;
+    for (const unsigned char *c = (const unsigned char *)key; *c != '\0'; c++)
+        h = h * 33 + *c;
+    return h % REGISTRY_BUCKETS;
+}
+
+void *gw_registry_slots(struct gw_registry *r, const char *key, size_t slot_size)
+{
+    size_t b = key_hash(key);
+    for (struct reg_entry *e = r->buckets[b]; e != NULL; e = e->next)
+        if (strcmp(e->key, key) == 0)
+            return e->slots;
+    struct reg_entry *e = calloc(1, sizeof(*e));
+    size_t bytes = slot_size * (size_t)r->nworkers;
+    if (e == NULL || (e->key = strdup(key)) == NULL ||
+        (e->slots = aligned_alloc(64, bytes)) == NULL)
+        abort();
+    memset(e->slots, 0, bytes);
+    e->next = r->buckets[b];
+    r->buckets[b] = e;
+    return e->slots;
 }

@@ -19,8 +19,15 @@
     X(idle_timeout, "connections closed by the idle timeout")                                      \
     X(max_duration, "connections closed by max_connection_duration")                               \
     X(drained, "connections closed by the drain timeout at shutdown")                              \
-    X(paused_reading, "times a side stopped reading because the other side was slow")              \
-    X(resumed_reading, "times a side resumed reading")                                             \
+    X(rx_buffered, "bytes read from clients and not yet written upstream (a gauge)")               \
+    X(tx_buffered, "bytes read for clients and not yet written to them (a gauge)")                 \
+    X(paused_reading, "times reading from a client paused because its upstream was slow")          \
+    X(resumed_reading, "times reading from a client resumed")                                      \
+    X(upstream_paused_reading,                                                                     \
+      "times reading from an upstream paused because its client was slow")                         \
+    X(upstream_resumed_reading, "times reading from an upstream resumed")                          \
+    X(upstream_flush_total, "connections that flushed a failed client's bytes upstream")           \
+    X(upstream_flush_active, "connections flushing a failed client's bytes upstream now")          \
     X(upstream_tls_failed, "upstream TLS handshakes that failed (verification included)")          \
     X(upstream_pin_mismatch, "upstream certificates that matched no pinned key")                   \
     X(upstream_tls_resumed, "upstream TLS handshakes that resumed a session")                      \
@@ -37,6 +44,34 @@ struct gw_api_stats {
 #define GW_STAT_ADD(slot, field, n)                                                                \
     __atomic_store_n(&(slot)->field, __atomic_load_n(&(slot)->field, __ATOMIC_RELAXED) + (n),      \
                      __ATOMIC_RELAXED)
+
+/* Per-target counters (a target is one host:port of one definition). */
+#define GW_TARGET_COUNTERS(X)                                                                      \
+    X(cx_total, "connections established to the target")                                           \
+    X(cx_active, "connections open to the target now")                                             \
+    X(connect_fail, "connect attempts to the target that failed")                                  \
+    X(connect_timeout, "connect attempts to the target that timed out")
+
+struct gw_target_stats {
+#define GW_STAT_FIELD(name, desc) int64_t name;
+    GW_TARGET_COUNTERS(GW_STAT_FIELD)
+#undef GW_STAT_FIELD
+} __attribute__((aligned(64)));
+
+/* Counters outlive snapshots: a reload must not reset them, and the sessions
+ * of an old snapshot count into the same slots as those of the new one. The
+ * registry keeps one zeroed array of per-worker slots per key ("api:ID",
+ * "port:N", ...) for the life of the process. Lookups are for the control
+ * thread; the slots are written by the workers as before. */
+struct gw_registry;
+
+struct gw_registry *gw_registry_new(int nworkers) __attribute__((warn_unused_result));
+void gw_registry_free(struct gw_registry *r);
+
+/* The slots for key, created on first use: nworkers slots of slot_size bytes
+ * (a multiple of 64), cache-line aligned. Aborts when memory runs out, as the
+ * rest of start-up does. */
+void *gw_registry_slots(struct gw_registry *r, const char *key, size_t slot_size);
 
 /* Sums `count` per-worker slots into out. */
 void gw_stats_sum(const struct gw_api_stats *slots, int count, struct gw_api_stats *out);

@@ -26,6 +26,16 @@ struct listener {
     struct event *retry;
 };
 
+/* A reload, as one worker sees it: the new snapshot and a listening socket
+ * for each port it adds. */
+struct update {
+    struct update *next;
+    struct gw_snapshot *snap; /* a reference */
+    size_t n;
+    int *ports;
+    int *fds;
+};
+
 struct gw_worker {
     int id;
     pthread_t thread;
@@ -42,8 +52,13 @@ struct gw_worker {
     int64_t stop_drain_ms;   /* written before cmd is activated */
     int64_t last_accept_log; /* ms */
     uint64_t accept_errors_since_log;
-    int fd_waiters; /* sessions waiting for a descriptor to connect */
+    int fd_waiters;   /* sessions waiting for a descriptor to connect */
+    int64_t drain_ms; /* what the sessions of a removed port get to finish */
+    struct gw_access_log *access_log;
     struct gw_relay_pool *pool;
+    pthread_mutex_t updates_lock; /* the control thread queues, the worker takes */
+    struct update *updates;
+    bool updates_lock_ready;
     void (*on_exit)(void *arg);
     void *arg;
 };
@@ -75,7 +90,8 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
                                  .list = &l->w->sessions,
                                  .fd_wait = on_fd_wait,
                                  .arg = l->w,
-                                 .pool = l->w->pool};
+                                 .pool = l->w->pool,
+                                 .access_log = l->w->access_log};
     gw_session_accept(&env, l->w->snap, l->port, fd, sa, salen);
 }
 
@@ -141,7 +157,56 @@ static void close_listeners(struct gw_worker *w)
     }
 }
 
-enum { CMD_STOP = 1, CMD_HOSTS_DOWN = 2 };
+enum { CMD_STOP = 1, CMD_HOSTS_DOWN = 2, CMD_UPDATE = 4 };
+
+static void update_free(struct update *u)
+{
+    if (u == NULL)
+        return;
+    for (size_t i = 0; i < u->n; i++)
+        if (u->fds[i] >= 0)
+            close(u->fds[i]);
+    gw_snapshot_unref(u->snap);
+    free(u->ports);
+    free(u->fds);
+    free(u);
+}
+
+/* Takes one update on the worker's thread: listeners of ports the new
+ * snapshot still serves follow it (their sockets stay open, so there is no
+ * gap in accepting), the others close, and the new ports' sockets are added.
+ * Sessions keep the snapshot they started on; those of a removed port get
+ * the drain timeout to finish. */
+static void apply_update(struct gw_worker *w, struct update *u)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        struct listener *l = w->listeners[i];
+        struct gw_port *np = gw_snapshot_port(u->snap, l->port->port);
+        if (np != NULL) {
+            l->port = np;
+            w->listeners[kept++] = l;
+            continue;
+        }
+        gw_session_list_drain_port(&w->sessions, l->port->port, w->drain_ms);
+        if (l->lev != NULL)
+            evconnlistener_free(l->lev);
+        if (l->retry != NULL)
+            event_free(l->retry);
+        free(l);
+    }
+    w->nlisteners = kept;
+    for (size_t i = 0; i < u->n; i++) {
+        struct gw_port *np = gw_snapshot_port(u->snap, u->ports[i]);
+        int fd = u->fds[i];
+        u->fds[i] = -1;
+        if (np == NULL || gw_worker_listen(w, fd, np) != 0)
+            gw_error("worker %d: port %d: cannot set up the listener", w->id, u->ports[i]);
+    }
+    gw_snapshot_unref(w->snap);
+    w->snap = u->snap;
+    u->snap = NULL;
+}
 
 static void on_cmd(evutil_socket_t fd, short what, void *arg)
 {
@@ -151,6 +216,27 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
     if (read(fd, &v, sizeof(v)) != sizeof(v))
         return;
     int cmds = __atomic_exchange_n(&w->pending, 0, __ATOMIC_ACQ_REL);
+    if (cmds & CMD_UPDATE) {
+        pthread_mutex_lock(&w->updates_lock);
+        struct update *list = w->updates;
+        w->updates = NULL;
+        pthread_mutex_unlock(&w->updates_lock);
+        /* Queued newest first: apply in the order they were made. */
+        struct update *ordered = NULL;
+        while (list != NULL) {
+            struct update *next = list->next;
+            list->next = ordered;
+            ordered = list;
+            list = next;
+        }
+        while (ordered != NULL) {
+            struct update *next = ordered->next;
+            if (!w->stopping)
+                apply_update(w, ordered);
+            update_free(ordered);
+            ordered = next;
+        }
+    }
     if (cmds & CMD_HOSTS_DOWN)
         gw_session_list_close_down(&w->sessions);
     if (!(cmds & CMD_STOP))
@@ -163,7 +249,7 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
-struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, int max_pipes,
+struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, const struct gw_worker_opts *o,
                                 void (*on_exit)(void *arg), void *arg)
 {
     struct gw_worker *w = calloc(1, sizeof(*w));
@@ -175,6 +261,13 @@ struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, int max_pipes,
     w->arg = arg;
     w->sessions.on_empty = on_sessions_empty;
     w->sessions.arg = w;
+    w->drain_ms = o->drain_ms;
+    w->access_log = o->access_log;
+    if (pthread_mutex_init(&w->updates_lock, NULL) != 0) {
+        free(w);
+        return NULL;
+    }
+    w->updates_lock_ready = true;
     struct event_config *cfg = event_config_new();
     if (cfg == NULL)
         goto fail;
@@ -191,7 +284,7 @@ struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, int max_pipes,
     w->cmd = event_new(w->base, w->cmd_fd, EV_READ | EV_PERSIST, on_cmd, w);
     if (w->cmd == NULL || event_add(w->cmd, NULL) != 0)
         goto fail;
-    w->pool = gw_relay_pool_new(max_pipes);
+    w->pool = gw_relay_pool_new(o->max_pipes);
     if (w->pool == NULL)
         goto fail;
     w->snap = gw_snapshot_ref(snap);
@@ -298,6 +391,37 @@ void gw_worker_hosts_down(struct gw_worker *w)
     send_cmd(w, CMD_HOSTS_DOWN);
 }
 
+int gw_worker_update(struct gw_worker *w, struct gw_snapshot *snap, const int *ports, int *fds,
+                     size_t n)
+{
+    struct update *u = calloc(1, sizeof(*u));
+    if (u != NULL) {
+        u->ports = calloc(n ? n : 1, sizeof(*u->ports));
+        u->fds = calloc(n ? n : 1, sizeof(*u->fds));
+    }
+    if (u == NULL || u->ports == NULL || u->fds == NULL) {
+        if (u != NULL) {
+            free(u->ports);
+            free(u->fds);
+        }
+        free(u);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        u->ports[i] = ports[i];
+        u->fds[i] = fds[i];
+        fds[i] = -1; /* the worker's now */
+    }
+    u->n = n;
+    u->snap = gw_snapshot_ref(snap);
+    pthread_mutex_lock(&w->updates_lock);
+    u->next = w->updates;
+    w->updates = u;
+    pthread_mutex_unlock(&w->updates_lock);
+    send_cmd(w, CMD_UPDATE);
+    return 0;
+}
+
 void gw_worker_join(struct gw_worker *w)
 {
     if (w->started)
@@ -323,6 +447,13 @@ void gw_worker_free(struct gw_worker *w)
     if (w->base != NULL)
         event_base_free(w->base);
     gw_relay_pool_free(w->pool);
+    while (w->updates != NULL) { /* made after the worker stopped */
+        struct update *next = w->updates->next;
+        update_free(w->updates);
+        w->updates = next;
+    }
+    if (w->updates_lock_ready)
+        pthread_mutex_destroy(&w->updates_lock);
     gw_snapshot_unref(w->snap);
     free(w);
 }

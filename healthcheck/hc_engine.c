@@ -26,6 +26,7 @@
 struct hc_target {
     struct hc_target *next;
     struct hc_engine *e;
+    int refs; /* snapshots that use it; control thread only */
     char *api_id, *name, *tls_host;
     struct sockaddr_storage addrs[MAX_ADDRS];
     socklen_t addrlens[MAX_ADDRS];
@@ -431,15 +432,56 @@ static void target_free(struct hc_target *t)
     free(t);
 }
 
+/* A target the spec describes exactly, if one runs already: a reload that
+ * keeps a check keeps its state, so eligibility does not flap. */
+static struct hc_target *find_same(struct hc_engine *e, const struct hc_target_spec *spec,
+                                   const struct hc_script *script)
+{
+    int naddrs = spec->naddrs < MAX_ADDRS ? spec->naddrs : MAX_ADDRS;
+    const char *host = spec->tls_host != NULL ? spec->tls_host : "";
+    for (struct hc_target *t = e->targets; t != NULL; t = t->next) {
+        bool same = strcmp(t->api_id, spec->api_id) == 0 && strcmp(t->name, spec->name) == 0 &&
+                    strcmp(t->tls_host, host) == 0 && t->naddrs == naddrs &&
+                    (t->tls != NULL) == (spec->tls != NULL) && t->tls_verify == spec->tls_verify &&
+                    t->proxy == spec->proxy && t->interval_ms == spec->interval_ms &&
+                    t->timeout_ms == spec->timeout_ms && t->fall == spec->fall &&
+                    t->rise == spec->rise && t->gates == spec->gates &&
+                    hc_script_equal(&t->script, script);
+        for (int i = 0; same && i < naddrs; i++)
+            same = t->addrlens[i] == spec->addrlens[i] &&
+                   memcmp(&t->addrs[i], &spec->addrs[i], spec->addrlens[i]) == 0;
+        if (same)
+            return t;
+    }
+    return NULL;
+}
+
 struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec *spec, char *err,
                                 size_t errlen)
 {
+    struct hc_script script;
+    if (hc_script_compile(spec->check, &script, err, errlen) != 0)
+        return NULL;
+    struct hc_target *same = find_same(e, spec, &script);
+    if (same != NULL) {
+        hc_script_free(&script);
+        /* The new upstream TLS context (a changed CA file) serves the next probes. */
+        if (spec->tls != NULL && spec->tls != same->tls && SSL_CTX_up_ref(spec->tls) == 1) {
+            SSL_CTX_free(same->tls);
+            same->tls = spec->tls;
+        }
+        same->refs++;
+        return same;
+    }
     struct hc_target *t = calloc(1, sizeof(*t));
     if (t == NULL) {
         snprintf(err, errlen, "out of memory");
+        hc_script_free(&script);
         return NULL;
     }
     t->e = e;
+    t->refs = 1;
+    t->script = script;
     t->api_id = strdup(spec->api_id);
     t->name = strdup(spec->name);
     t->tls_host = strdup(spec->tls_host != NULL ? spec->tls_host : "");
@@ -473,15 +515,22 @@ struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec
         target_free(t);
         return NULL;
     }
-    if (hc_script_compile(spec->check, &t->script, err, errlen) != 0) {
-        target_free(t);
-        return NULL;
-    }
     struct timeval now = {0, 0};
     evtimer_add(t->tick, &now); /* the first round runs at once */
     t->next = e->targets;
     e->targets = t;
     return t;
+}
+
+void hc_target_release(struct hc_target *t)
+{
+    if (t == NULL || --t->refs > 0)
+        return;
+    struct hc_target **pp = &t->e->targets;
+    while (*pp != t)
+        pp = &(*pp)->next;
+    *pp = t->next;
+    target_free(t);
 }
 
 void hc_engine_free(struct hc_engine *e)

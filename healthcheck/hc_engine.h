@@ -37,7 +37,7 @@ struct hc_target_spec {
     const struct sockaddr_storage *addrs;
     const socklen_t *addrlens;
     int naddrs;
-    const struct api_check *check; /* borrowed; must outlive the target */
+    const struct api_check *check; /* compiled into the target's own script */
     SSL_CTX *tls;                  /* a TLS check: the upstream context (a reference is taken) */
     const char *tls_host;          /* SNI and name to verify */
     bool tls_verify;
@@ -64,9 +64,15 @@ void hc_engine_free(struct hc_engine *e);
 void hc_engine_on_change(struct hc_engine *e, void (*cb)(void *arg, struct hc_target *t, bool up),
                          void *arg);
 
-/* Adds a target; its first check runs at once. NULL with a reason on error. */
+/* Adds a target; its first check runs at once. When a target with exactly
+ * this spec runs already (a reload kept the check), that one is returned with
+ * one more reference, state and history intact. NULL with a reason on error. */
 struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec *spec, char *err,
                                 size_t errlen) __attribute__((warn_unused_result));
+
+/* Drops a reference taken by hc_engine_add; the last one stops the checks.
+ * Control thread only. Accepts NULL. */
+void hc_target_release(struct hc_target *t);
 
 /* Lock-free; any thread. */
 bool hc_target_eligible(const struct hc_target *t);

@@ -37,9 +37,19 @@ int hc_script_compile(const struct api_check *chk, struct hc_script *out, char *
     }
     for (size_t i = 0; i < chk->ncommands; i++) {
         const struct api_check_cmd *c = &chk->commands[i];
-        struct hc_step *st = &out->steps[out->nsteps];
+        struct hc_step *st = &out->steps[out->nsteps++];
         st->kind = c->kind;
-        st->data = (const uint8_t *)c->message;
+        /* A copy: a target outlives the definition it was built from when a
+         * reload keeps it. */
+        uint8_t *copy = malloc(c->len + 1);
+        if (copy == NULL) {
+            snprintf(err, errlen, "out of memory");
+            hc_script_free(out);
+            return -1;
+        }
+        memcpy(copy, c->message, c->len);
+        copy[c->len] = '\0';
+        st->data = copy;
         st->len = c->len;
         if (is_regex(c->kind)) {
             int rc = strlen(c->message) != c->len
@@ -55,18 +65,31 @@ int hc_script_compile(const struct api_check *chk, struct hc_script *out, char *
             }
             st->has_re = true;
         }
-        out->nsteps++;
     }
     return 0;
+}
+
+bool hc_script_equal(const struct hc_script *a, const struct hc_script *b)
+{
+    if (a->nsteps != b->nsteps)
+        return false;
+    for (size_t i = 0; i < a->nsteps; i++) {
+        const struct hc_step *x = &a->steps[i], *y = &b->steps[i];
+        if (x->kind != y->kind || x->len != y->len || memcmp(x->data, y->data, x->len) != 0)
+            return false;
+    }
+    return true;
 }
 
 void hc_script_free(struct hc_script *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->nsteps; i++)
+    for (size_t i = 0; i < s->nsteps; i++) {
         if (s->steps[i].has_re)
             regfree(&s->steps[i].re);
+        free((void *)s->steps[i].data);
+    }
     free(s->steps);
     memset(s, 0, sizeof(*s));
 }

@@ -13,7 +13,7 @@
 
 struct hc_step {
     enum api_cmd_kind kind;
-    const uint8_t *data; /* the message, borrowed from the definition */
+    const uint8_t *data; /* the message: the script's own copy, NUL-terminated */
     size_t len;
     bool has_re;
     regex_t re;
@@ -24,11 +24,14 @@ struct hc_script {
     size_t nsteps;
 };
 
-/* Compiles a check entry's commands. The script borrows the messages, so the
- * definition must outlive it. Returns 0, or -1 with a reason. */
+/* Compiles a check entry's commands into a script that owns copies of the
+ * messages. Returns 0, or -1 with a reason. */
 int hc_script_compile(const struct api_check *chk, struct hc_script *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void hc_script_free(struct hc_script *s);
+
+/* Whether two scripts send and expect the same bytes, step by step. */
+bool hc_script_equal(const struct hc_script *a, const struct hc_script *b);
 
 enum hc_verdict {
     HC_WAIT, /* not decided: wait for more data */

@@ -457,6 +457,15 @@ class Gateway:
                  max_fds=None):
         self.workers = workers
         self.max_fds = max_fds  # RLIMIT_NOFILE for the gateway process
+        # Every gateway gets its own admin port: the default one (9696) would
+        # be shared by the tests and by a gateway someone runs by hand.
+        self.admin_port = None
+        if config is None:
+            config = {}
+        if isinstance(config, dict) and "control_api_port" not in config:
+            config = dict(config, control_api_port=free_port())
+        if isinstance(config, dict):
+            self.admin_port = config["control_api_port"]
         self.config = config
         self.log_level = log_level
         self.extra_args = list(extra_args)
@@ -521,6 +530,36 @@ class Gateway:
                                      stderr=err, env=env, preexec_fn=preexec)
         self.wait_for_log(r" started: ", timeout=timeout)
         return self
+
+    def admin(self, path, secret=None, timeout=10.0):
+        """GET on the admin API: (status, headers dict, body bytes)."""
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            headers = {"x-tyk-authorization": secret} if secret is not None else {}
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            conn.close()
+
+    def admin_json(self, path, secret=None):
+        status, _, body = self.admin(path, secret)
+        if status != 200:
+            raise AssertionError("GET %s: %d %s" % (path, status, body[:300]))
+        return json.loads(body)
+
+    def metrics(self, secret=None):
+        """The Prometheus text as {name{labels}: value}."""
+        status, _, body = self.admin("/metrics", secret)
+        if status != 200:
+            raise AssertionError("GET /metrics: %d %s" % (status, body[:300]))
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
 
     @property
     def pid(self):

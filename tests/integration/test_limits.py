@@ -98,7 +98,7 @@ class LimitsTest(GatewayTestCase):
         self.assertNoServerErrors(blast)
         st = gw.stats("slow")
         self.assertEqual(st["tx_bytes"], total)
-        self.assertGreater(st["paused_reading"], 0)
+        self.assertGreater(st["upstream_paused_reading"], 0)
         self.assertEqual([c["end"] for c in gw.conns("slow")], ["closed"])
 
     def test_idle_timeout(self):

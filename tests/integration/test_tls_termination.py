@@ -471,7 +471,7 @@ class BytesThroughTest(TLSTestCase):
         conns = gw.conns("slow")
         self.assertEqual([(x["end"], x["tx"]) for x in conns], [("closed", str(6 * MiB))])
         st = gw.stats("slow")
-        self.assertGreaterEqual(st["paused_reading"], 1, st)
+        self.assertGreaterEqual(st["upstream_paused_reading"], 1, st)
         self.assertEqual(st["tx_bytes"], 6 * MiB)
 
     def test_many_clients_resuming_at_once(self):

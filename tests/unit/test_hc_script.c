@@ -79,9 +79,10 @@ static void test_compile_all_kinds(void **state)
     for (size_t i = 0; i < 5; i++) {
         assert_int_equal(f.script.steps[i].kind, kinds[i]);
         assert_int_equal(f.script.steps[i].has_re, re[i]);
-        /* The script borrows the definition's messages. */
-        assert_ptr_equal(f.script.steps[i].data, f.cmds[i].message);
+        /* The script owns copies of the messages: it may outlive the definition. */
+        assert_ptr_not_equal(f.script.steps[i].data, f.cmds[i].message);
         assert_int_equal(f.script.steps[i].len, f.cmds[i].len);
+        assert_memory_equal(f.script.steps[i].data, f.cmds[i].message, f.cmds[i].len);
     }
     hc_script_free(&f.script);
     assert_null(f.script.steps);
