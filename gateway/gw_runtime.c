@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -234,6 +236,28 @@ static int listen_port(struct gw_runtime *rt, struct gw_port *port)
     return 0;
 }
 
+/* ---- systemd --------------------------------------------------------------------- */
+
+/* sd_notify's protocol, which is one datagram to $NOTIFY_SOCKET: ready,
+ * reloading, stopping. Silent when not started by systemd. */
+static void notify(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(sun.sun_path))
+        return;
+    memcpy(sun.sun_path, path, strlen(path));
+    if (sun.sun_path[0] == '@')
+        sun.sun_path[0] = '\0'; /* an abstract socket */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
+        gw_debug("sd_notify: %s", strerror(errno));
+    close(fd);
+}
+
 /* ---- reload ------------------------------------------------------------------------ */
 
 static void sweep_retired(struct gw_runtime *rt, bool all)
@@ -281,7 +305,17 @@ static void reload_failed(struct gw_runtime *rt, const char *trigger, const char
  * validated, its snapshot (TLS contexts, checks) built and its new ports
  * opened before anything changes; only then do the workers move to it.
  * Returns 0, or -1 with the running set kept. */
+static int reload_set(struct gw_runtime *rt, const char *trigger);
+
 static int reload(struct gw_runtime *rt, const char *trigger)
+{
+    notify("RELOADING=1");
+    int rc = reload_set(rt, trigger);
+    notify("READY=1");
+    return rc;
+}
+
+static int reload_set(struct gw_runtime *rt, const char *trigger)
 {
     int nw = rt->nworkers;
     char err[320];
@@ -435,6 +469,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     struct gw_runtime *rt = arg;
     rt->stop_signals++;
     if (rt->stop_signals == 1) {
+        notify("STOPPING=1");
         gw_info("received %s: no longer accepting; draining %lld connections for up to %lld ms",
                 sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)live_connections(rt),
                 (long long)rt->cfg->drain_timeout_ms);
@@ -698,6 +733,7 @@ int gw_run(const struct gw_config *cfg)
     }
     gw_info("tcpgate %s started: %d workers, %zu definitions on %zu ports", TCPGATE_VERSION,
             rt.nworkers, rt.snap->napis, listening);
+    notify("READY=1");
 
     event_base_dispatch(rt.control);
     for (int i = 0; i < rt.nworkers; i++)

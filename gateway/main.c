@@ -30,8 +30,20 @@ static void usage(FILE *out)
             "cert-id FILE prints the id of the first certificate in a PEM file: the lowercase\n"
             "hex SHA-256 of its DER, which a definition's certificates entries may use.\n"
             "\n"
-            "Signals: SIGTERM or SIGINT stop accepting and let live connections finish for up\n"
-            "to the drain timeout (default 30s); a second one closes them at once.\n",
+            "Signals:\n"
+            "  SIGTERM, SIGINT   stop accepting and let live connections finish for up to the\n"
+            "                    drain timeout (default 30s); a second one closes them at once\n"
+            "  SIGHUP            reload the definitions (also done when a *.json file in the\n"
+            "                    folder changes, and by GET /tyk/reload on the admin API)\n"
+            "  SIGUSR1           reopen the access log file (after logrotate moved it)\n"
+            "\n"
+            "The admin API listens on control_api_hostname:control_api_port from the config\n"
+            "(127.0.0.1:9696 by default; 0 turns it off): GET / (status page), /hello,\n"
+            "/metrics, /tyk/apis, /tyk/health, /tyk/reload; all but / and /hello need the\n"
+            "config's secret in the x-tyk-authorization header when one is set.\n"
+            "\n"
+            "Under systemd (NOTIFY_SOCKET set), readiness, reloads and stopping are reported\n"
+            "with sd_notify messages, for a Type=notify unit.\n",
             GW_DEFAULT_APP_PATH, gw_default_workers());
 }
 
