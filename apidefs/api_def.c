@@ -47,6 +47,8 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
                                         "proxy_protocol_timeout",
                                         "send_proxy_protocol",
                                         "send_proxy_protocol_crc32c",
+                                        "max_connections",
+                                        "max_connections_per_target",
                                         NULL};
     api_json_strict_keys(c, obj, API_EXT_KEY, known);
 
@@ -59,6 +61,17 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
                       &ext->max_connection_duration_ms);
     api_json_duration(c, obj, "drain_timeout", API_EXT_KEY ".drain_timeout",
                       &ext->drain_timeout_ms);
+
+    static const char *const limits[] = {"max_connections", "max_connections_per_target"};
+    int64_t *limit_out[] = {&ext->max_connections, &ext->max_connections_per_target};
+    for (size_t i = 0; i < 2; i++) {
+        char field[64];
+        snprintf(field, sizeof(field), API_EXT_KEY ".%s", limits[i]);
+        if (api_json_int(c, obj, limits[i], field, limit_out[i]) == 0 &&
+            (*limit_out[i] < 0 || *limit_out[i] > 10000000))
+            api_json_err(c, field, "must be between 0 (no limit) and 10000000, got %lld",
+                         (long long)*limit_out[i]);
+    }
 
     int64_t attempts = ext->max_connect_attempts;
     if (api_json_int(c, obj, "max_connect_attempts", API_EXT_KEY ".max_connect_attempts",

@@ -101,6 +101,10 @@ struct api_ext {
     int64_t proxy_protocol_timeout_ms; /* default 5 s, at least 3 s */
     int send_proxy_protocol;           /* 0: none, 1: v1, 2: v2 */
     bool send_proxy_protocol_crc32c;   /* v2: add a CRC32C TLV */
+
+    /* Circuit breakers; 0: no limit. */
+    int64_t max_connections;            /* open connections of the definition */
+    int64_t max_connections_per_target; /* open connections to each target */
 };
 
 #define API_DEFAULT_CONNECT_TIMEOUT_MS 5000

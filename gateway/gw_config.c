@@ -204,9 +204,16 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
 
     json_t *ext;
     if (api_json_object(&c, root, API_EXT_KEY, API_EXT_KEY, &ext) == 0 && ext != NULL) {
-        static const char *const known[] = {
-            "workers",          "drain_timeout", "handshake_timeout", "ticket_key_rotation",
-            "client_hello_max", "max_pipes",     "access_log",        NULL};
+        static const char *const known[] = {"workers",
+                                            "drain_timeout",
+                                            "handshake_timeout",
+                                            "ticket_key_rotation",
+                                            "client_hello_max",
+                                            "max_pipes",
+                                            "access_log",
+                                            "max_connections",
+                                            "max_connections_per_source",
+                                            NULL};
         api_json_strict_keys(&c, ext, API_EXT_KEY, known);
         get_small_int(&c, ext, "workers", API_EXT_KEY ".workers", 0, 1024, &cfg->workers);
         if (api_json_duration(&c, ext, "drain_timeout", API_EXT_KEY ".drain_timeout",
@@ -226,6 +233,14 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
                       &cfg->client_hello_max);
         get_small_int(&c, ext, "max_pipes", API_EXT_KEY ".max_pipes", 0, 65536, &cfg->max_pipes);
         api_json_string(&c, ext, "access_log", API_EXT_KEY ".access_log", &cfg->access_log);
+        if (api_json_int(&c, ext, "max_connections", API_EXT_KEY ".max_connections",
+                         &cfg->max_connections) == 0 &&
+            (cfg->max_connections < 0 || cfg->max_connections > 100000000))
+            api_json_err(&c, API_EXT_KEY ".max_connections",
+                         "must be between 0 (from the descriptor limit) and 100000000");
+        get_small_int(&c, ext, "max_connections_per_source",
+                      API_EXT_KEY ".max_connections_per_source", 0, 10000000,
+                      &cfg->max_connections_per_source);
     }
 
     json_decref(root);

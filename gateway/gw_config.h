@@ -48,6 +48,8 @@ struct gw_config {
     int64_t ticket_key_rotation_ms; /* session ticket keys */
     int client_hello_max;           /* bytes a peeked ClientHello may span */
     int max_pipes;                  /* per worker, for splice(); 0 = no splice */
+    int64_t max_connections;        /* gateway-wide; 0 = from RLIMIT_NOFILE */
+    int max_connections_per_source; /* per client IP; 0 = no limit */
 
     struct {
         char *host;

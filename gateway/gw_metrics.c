@@ -90,6 +90,10 @@ static void target_sum(const struct gw_view *v, const struct gw_upstream *u,
     X(upstream_cx_closed_on_down, counter, closed_on_down,                                         \
       "Connections closed because their target was marked down")                                   \
     X(downstream_cx_drained, counter, drained, "Connections closed by a drain timeout")            \
+    X(downstream_cx_overflow, counter, cx_overflow,                                                \
+      "Connections closed because the definition held max_connections")                            \
+    X(upstream_cx_overflow, counter, upstream_cx_overflow,                                         \
+      "Connections closed because every healthy target held max_connections_per_target")           \
     X(upstream_tls_handshake_failures_total, counter, upstream_tls_failed,                         \
       "Upstream TLS handshakes that failed, verification included")                                \
     X(upstream_tls_pin_mismatch_total, counter, upstream_pin_mismatch,                             \
@@ -263,6 +267,14 @@ static void render_ports(struct evbuffer *out, const struct gw_view *v)
     port_family(out, v, sums, "proxy_protocol_rejected_total",
                 "Connections refused over their PROXY protocol header, by reason", rejected,
                 sizeof(rejected) / sizeof(rejected[0]), false);
+    static const struct reason global[] = {REASON(NULL, cx_overflow)};
+    port_family(out, v, sums, "downstream_global_cx_overflow",
+                "Connections closed because the gateway-wide maximum was reached", global, 1,
+                false);
+    static const struct reason source[] = {REASON(NULL, source_overflow)};
+    port_family(out, v, sums, "downstream_source_cx_overflow",
+                "Connections closed because their client address held its maximum", source, 1,
+                false);
     static const struct reason bad_hello[] = {REASON(NULL, bad_client_hello)};
     port_family(out, v, sums, "bad_client_hello_total",
                 "Malformed or oversized ClientHellos on SNI-routed TCP ports", bad_hello, 1, false);

@@ -18,6 +18,7 @@
 #include "gw_access_log.h"
 
 #include "gw_admin.h"
+#include "gw_limits.h"
 #include "gw_log.h"
 #include "gw_session.h"
 #include "gw_watch.h"
@@ -605,6 +606,7 @@ static void runtime_free(struct gw_runtime *rt)
     cert_ticket_keys_free(rt->tls.keys);
     api_diags_free(&rt->load_diags);
     gw_registry_free(rt->tls.registry);
+    gw_sources_free(rt->tls.sources);
 }
 
 int gw_run(const struct gw_config *cfg)
@@ -627,7 +629,8 @@ int gw_run(const struct gw_config *cfg)
     rt.tls.cfg = cfg;
     rt.tls.hc = rt.hc;
     rt.tls.registry = gw_registry_new(rt.nworkers);
-    if (rt.tls.registry == NULL)
+    rt.tls.sources = gw_sources_new();
+    if (rt.tls.registry == NULL || rt.tls.sources == NULL)
         goto out;
     rt.tls.store = cert_store_load(cfg->certs_path, &diags);
     rt.tls.keys = cert_ticket_keys_new();
@@ -731,8 +734,10 @@ int gw_run(const struct gw_config *cfg)
             goto out;
         }
     }
-    gw_info("tcpgate %s started: %d workers, %zu definitions on %zu ports", TCPGATE_VERSION,
-            rt.nworkers, rt.snap->napis, listening);
+    gw_info("tcpgate %s started: %d workers, %zu definitions on %zu ports, at most %lld "
+            "connections",
+            TCPGATE_VERSION, rt.nworkers, rt.snap->napis, listening,
+            (long long)rt.snap->max_connections);
     notify("READY=1");
 
     event_base_dispatch(rt.control);

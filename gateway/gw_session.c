@@ -24,6 +24,7 @@
 #include "gw_access_log.h"
 #include "gw_balancer.h"
 #include "gw_clienthello.h"
+#include "gw_limits.h"
 #include "gw_proxyproto.h"
 #include "gw_log.h"
 
@@ -52,6 +53,7 @@ enum end_reason {
     END_BAD_CLIENT_HELLO,  /* malformed or oversized, on an SNI-routed TCP port */
     END_UPSTREAM_DOWN,     /* its host was marked down (on_marked_down: close) */
     END_PROXY_REJECTED,    /* a missing, malformed, late or untrusted PROXY header */
+    END_OVERFLOW,          /* a connection limit was reached */
 };
 
 static const char *const end_names[] = {
@@ -70,6 +72,7 @@ static const char *const end_names[] = {
     "bad_client_hello",
     "upstream_down",
     "proxy_rejected",
+    "overflow",
 };
 
 /* One relay direction: bytes read from src are queued on dst. */
@@ -121,13 +124,15 @@ struct gw_session {
     SSL *up_ssl;           /* upstream TLS waiting for the TCP connect and PROXY header */
     bool proxy_sent;       /* the outbound PROXY header is queued */
     uint64_t rx, tx;
-    int64_t rx_buffered, tx_buffered; /* what this session adds to the gauges now */
-    bool target_counted;              /* in its target's cx_active */
-    bool flushing_up;                 /* in upstream_flush_active */
-    int first_eof;                    /* 0: the client's FIN came first, 1: the upstream's, -1 */
-    char *sni;                        /* the client's server name; NULL when none */
-    char *alpn;                       /* the protocol negotiated with the client; NULL when none */
-    const char *error;                /* a short reason for the log line, static storage */
+    int64_t rx_buffered, tx_buffered;       /* what this session adds to the gauges now */
+    bool target_counted;                    /* in its target's cx_active */
+    bool held_total, held_source, held_api; /* slots taken of the connection limits */
+    int held_target;                        /* the target whose slot it holds, or -1 */
+    bool flushing_up;                       /* in upstream_flush_active */
+    int first_eof;     /* 0: the client's FIN came first, 1: the upstream's, -1 */
+    char *sni;         /* the client's server name; NULL when none */
+    char *alpn;        /* the protocol negotiated with the client; NULL when none */
+    const char *error; /* a short reason for the log line, static storage */
 
     union gw_addr peer; /* the client: from the PROXY header when there was one */
     socklen_t peerlen;
@@ -348,6 +353,25 @@ static void access_log(struct gw_session *s, enum end_reason why)
     }
 }
 
+static void release_target(struct gw_session *s)
+{
+    if (s->held_target >= 0)
+        gw_limit_release(s->api->ups[s->held_target].active);
+    s->held_target = -1;
+}
+
+static void release_limits(struct gw_session *s)
+{
+    release_target(s);
+    if (s->held_api)
+        gw_limit_release(s->api->active);
+    if (s->held_source)
+        gw_sources_release(s->snap->sources, &s->peer.sa);
+    if (s->held_total)
+        gw_limit_release(s->snap->active_total);
+    s->held_api = s->held_source = s->held_total = false;
+}
+
 static void session_close(struct gw_session *s, enum end_reason why)
 {
     stop_fd_wait(s);
@@ -370,6 +394,7 @@ static void session_close(struct gw_session *s, enum end_reason why)
     }
     if (why == END_NO_ROUTE)
         GW_STAT_ADD(s->pst, no_route, 1);
+    release_limits(s);
     if (s->st != NULL) {
         GW_STAT_ADD(s->st, cx_active, -1);
         GW_STAT_ADD(s->st, rx_buffered, -s->rx_buffered);
@@ -720,10 +745,23 @@ static void relay_event(struct gw_session *s, struct bufferevent *bev, short wha
 static void connect_next(struct gw_session *s);
 static void connect_failed(struct gw_session *s, bool timeout);
 
-static bool healthy(void *ctx, size_t i)
+static bool has_room(const struct gw_session *s, size_t i)
+{
+    int64_t max = s->api->def->ext.max_connections_per_target;
+    return max == 0 || (int)i == s->held_target ||
+           __atomic_load_n(s->api->ups[i].active, __ATOMIC_RELAXED) < max;
+}
+
+static bool healthy_only(void *ctx, size_t i)
 {
     const struct gw_session *s = ctx;
     return gw_upstream_eligible(s->api, i);
+}
+
+/* May take a connection: healthy, and below its max_connections_per_target. */
+static bool healthy(void *ctx, size_t i)
+{
+    return healthy_only(ctx, i) && has_room(ctx, i);
 }
 
 static bool healthy_not_failed(void *ctx, size_t i)
@@ -1173,10 +1211,27 @@ static void connect_next(struct gw_session *s)
             if (i == n) {
                 if (wait_for_eligible(s))
                     return;
+                if (gw_pick_first(s->rr_turn, n, healthy_only, s) != n) {
+                    /* Healthy targets exist, but every one is full. */
+                    GW_STAT_ADD(s->st, upstream_cx_overflow, 1);
+                    s->error = "max_connections_per_target";
+                    session_close(s, END_OVERFLOW);
+                    return;
+                }
                 s->error = "no_healthy_target";
                 break;
             }
             s->ups = i;
+            release_target(s);
+            if (!gw_limit_acquire(s->api->ups[i].active,
+                                  s->api->def->ext.max_connections_per_target)) {
+                /* Another worker took its last slot a moment ago. */
+                GW_STAT_ADD(s->st, upstream_cx_overflow, 1);
+                s->error = "max_connections_per_target";
+                session_close(s, END_OVERFLOW);
+                return;
+            }
+            s->held_target = (int)i;
         }
         s->attempt++;
         struct gw_upstream *u = &s->api->ups[s->ups];
@@ -1246,6 +1301,13 @@ static void routed(struct gw_session *s, struct gw_api *api)
     s->st = &api->stats[s->env.worker_id];
     GW_STAT_ADD(s->st, cx_total, 1);
     GW_STAT_ADD(s->st, cx_active, 1);
+    if (!gw_limit_acquire(api->active, api->def->ext.max_connections)) {
+        GW_STAT_ADD(s->st, cx_overflow, 1);
+        s->error = "max_connections";
+        session_close(s, END_OVERFLOW);
+        return;
+    }
+    s->held_api = true;
     /* While connecting, client bytes wait in the input buffer, up to a bound. */
     bufferevent_setwatermark(s->cli, EV_READ, 0, GW_RELAY_HIGH_WATERMARK);
     s->rr_turn = gw_rr_next(&api->rr);
@@ -1397,6 +1459,16 @@ static int wrap_tls(struct gw_session *s)
  * SNI in a TLS handshake. */
 static void begin_routing(struct gw_session *s)
 {
+    /* The client's address is known now, from the PROXY header if any. */
+    if (s->snap->max_per_source > 0 && s->snap->sources != NULL) {
+        if (!gw_sources_acquire(s->snap->sources, &s->peer.sa, s->snap->max_per_source)) {
+            GW_STAT_ADD(s->pst, source_overflow, 1);
+            s->error = "max_connections_per_source";
+            session_close(s, END_OVERFLOW);
+            return;
+        }
+        s->held_source = true;
+    }
     switch (s->port->mode) {
     case GW_ROUTE_SINGLE:
         /* Nothing is read from the client until the upstream is connected:
@@ -1491,6 +1563,7 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     s->pst = &port->stats[env->worker_id];
     s->started_ms = s->active_ms = gw_now_ms();
     s->first_eof = -1;
+    s->held_target = -1;
     if (peerlen > 0 && (size_t)peerlen <= sizeof(s->peer)) {
         memcpy(&s->peer, peer, (size_t)peerlen);
         s->peerlen = (socklen_t)peerlen;
@@ -1522,6 +1595,15 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
     bufferevent_setcb(s->cli, on_read, on_write, on_event, s);
     bufferevent_set_max_single_write(s->cli, GW_RELAY_HIGH_WATERMARK);
     s->cli_out_cb = evbuffer_add_cb(bufferevent_get_output(s->cli), on_output_drained, s);
+    /* Over the gateway-wide maximum the client is closed at once (as
+     * Envoy's overload manager does) rather than left waiting. */
+    if (!gw_limit_acquire(snap->active_total, snap->max_connections)) {
+        GW_STAT_ADD(s->pst, cx_overflow, 1);
+        s->error = "max_connections_gateway";
+        session_close(s, END_OVERFLOW);
+        return;
+    }
+    s->held_total = true;
     if (!port->proxy_in) {
         begin_routing(s);
         return;

@@ -9,6 +9,8 @@
 
 #include "gw_clienthello.h"
 #include "hc_script.h"
+
+#include <sys/resource.h>
 #include "gw_log.h"
 
 static int resolve(struct gw_upstream *u, char *err, size_t errlen)
@@ -384,6 +386,8 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
         abort();
     snprintf(key, sizeof(key), "api:%s", def->api_id);
     api->stats = gw_registry_slots(reg, key, sizeof(struct gw_api_stats));
+    snprintf(key, sizeof(key), "active:api:%s", def->api_id);
+    api->active = gw_registry_counter(reg, key);
     api->nups = n;
     for (size_t i = 0; i < n; i++) {
         struct gw_upstream *u = &api->ups[i];
@@ -395,6 +399,8 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
                  u->target.scheme == API_SCHEME_TLS ? "tls" : "tcp", u->name);
         snprintf(key, sizeof(key), "target:%s %s", def->api_id, u->label);
         u->stats = gw_registry_slots(reg, key, sizeof(struct gw_target_stats));
+        snprintf(key, sizeof(key), "active:target:%s %s", def->api_id, u->label);
+        u->active = gw_registry_counter(reg, key);
         u->host_id = (unsigned)i;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(api->ups[j].name, u->name) == 0) {
@@ -433,6 +439,17 @@ static void free_api(struct gw_api *api, int nworkers)
     SSL_CTX_free(api->client_ctx);
     free(api->ups);
     memset(api, 0, sizeof(*api));
+}
+
+int64_t gw_default_max_connections(void)
+{
+    /* A connection holds two descriptors; some are kept for listeners,
+     * checks, pipes and logs. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 100000;
+    int64_t n = ((int64_t)rl.rlim_cur - 64) / 2;
+    return n > 1 ? n : 1;
 }
 
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port)
@@ -526,6 +543,11 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
     struct gw_registry *reg = tls->registry;
     if (reg == NULL && (reg = s->own_registry = gw_registry_new(nworkers)) == NULL)
         abort();
+    s->active_total = gw_registry_counter(reg, "active:gateway");
+    s->max_connections =
+        tls->cfg->max_connections > 0 ? tls->cfg->max_connections : gw_default_max_connections();
+    s->max_per_source = tls->cfg->max_connections_per_source;
+    s->sources = tls->sources;
     s->apis = calloc(s->set.count ? s->set.count : 1, sizeof(*s->apis));
     s->ports = calloc(s->set.count ? s->set.count : 1, sizeof(*s->ports));
     if (s->apis == NULL || s->ports == NULL)

@@ -34,6 +34,7 @@ struct gw_upstream {
     SSL_SESSION **sessions;         /* one resumable session per worker */
     struct hc_target *hc;           /* its health check; NULL: not checked */
     struct gw_target_stats *stats;  /* one slot per worker, from the registry */
+    int64_t *active;                /* connections holding a slot of it, all workers */
 };
 
 struct gw_api {
@@ -42,6 +43,7 @@ struct gw_api {
     size_t nups;
     unsigned rr;                /* round-robin counter, shared by workers */
     struct gw_api_stats *stats; /* one slot per worker, from the registry */
+    int64_t *active;            /* its open connections, all workers (max_connections) */
     SSL_CTX *server_ctx;        /* protocol tls: this definition's certificate */
     SSL_CTX *client_ctx;        /* tls:// targets */
     bool verify_upstream;
@@ -70,7 +72,9 @@ struct gw_api {
     X(prx_bad_hdr, "malformed PROXY headers")                                                      \
     X(prx_truncated, "connections closed before their PROXY header was complete")                  \
     X(prx_timeout, "PROXY headers that did not arrive in time")                                    \
-    X(prx_untrusted, "connections from sources not trusted to send a PROXY header")
+    X(prx_untrusted, "connections from sources not trusted to send a PROXY header")                \
+    X(cx_overflow, "connections closed because the gateway-wide maximum was reached")              \
+    X(source_overflow, "connections closed because their address held its maximum")
 
 struct gw_port_stats {
 #define GW_STAT_FIELD(name, desc) int64_t name;
@@ -110,6 +114,7 @@ struct gw_build_env {
     struct cert_ticket_keys *keys;
     struct hc_engine *hc;         /* NULL: validate checks without running them (--check) */
     struct gw_registry *registry; /* counters by name; NULL: the snapshot's own */
+    struct gw_sources *sources;   /* connections per client address; NULL: no such limit */
 };
 
 /* Whether the balancer may pick upstream i of api now: the one question the
@@ -139,6 +144,11 @@ struct gw_snapshot {
     struct gw_port *ports;
     size_t nports;
     struct gw_registry *own_registry; /* when the build env brought none */
+    /* Limits across the gateway. */
+    int64_t *active_total;      /* open connections, all workers */
+    int64_t max_connections;    /* gateway-wide */
+    int max_per_source;         /* 0: no limit */
+    struct gw_sources *sources; /* borrowed from the runtime */
 };
 
 /* Builds a snapshot from a loaded set (taking it over; it is emptied). Targets are
@@ -150,6 +160,10 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
 
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
 void gw_snapshot_unref(struct gw_snapshot *s);
+
+/* The gateway-wide connection limit when the config sets none: what the
+ * descriptor limit (RLIMIT_NOFILE) allows, at two descriptors a connection. */
+int64_t gw_default_max_connections(void);
 
 /* The port entry for a listening port, or NULL. */
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port);

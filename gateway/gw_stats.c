@@ -93,3 +93,10 @@ void *gw_registry_slots(struct gw_registry *r, const char *key, size_t slot_size
     r->buckets[b] = e;
     return e->slots;
 }
+
+int64_t *gw_registry_counter(struct gw_registry *r, const char *key)
+{
+    /* Slots of 64 bytes, one per worker; the first is the counter, alone on
+     * its cache line. */
+    return gw_registry_slots(r, key, 64);
+}

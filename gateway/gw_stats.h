@@ -31,7 +31,9 @@
     X(upstream_tls_failed, "upstream TLS handshakes that failed (verification included)")          \
     X(upstream_pin_mismatch, "upstream certificates that matched no pinned key")                   \
     X(upstream_tls_resumed, "upstream TLS handshakes that resumed a session")                      \
-    X(closed_on_down, "connections closed because their upstream was marked down")
+    X(closed_on_down, "connections closed because their upstream was marked down")                 \
+    X(cx_overflow, "connections closed because the definition held max_connections")               \
+    X(upstream_cx_overflow, "connections closed because every target held its maximum")
 
 struct gw_api_stats {
 #define GW_STAT_FIELD(name, desc) int64_t name;
@@ -72,6 +74,10 @@ void gw_registry_free(struct gw_registry *r);
  * (a multiple of 64), cache-line aligned. Aborts when memory runs out, as the
  * rest of start-up does. */
 void *gw_registry_slots(struct gw_registry *r, const char *key, size_t slot_size);
+
+/* A single counter shared by every worker (atomic updates), created zeroed
+ * on first use and kept for the life of the process. */
+int64_t *gw_registry_counter(struct gw_registry *r, const char *key);
 
 /* Sums `count` per-worker slots into out. */
 void gw_stats_sum(const struct gw_api_stats *slots, int count, struct gw_api_stats *out);
