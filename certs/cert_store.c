@@ -24,6 +24,7 @@ struct cert_entry {
 struct cert_store {
     struct cert_entry **entries;
     size_t count;
+    bool strict_keys; /* a key others may read is an error, not a warning */
 };
 
 static void openssl_reason(char *buf, size_t len)
@@ -143,14 +144,18 @@ static int read_pem(BIO *bio, STACK_OF(X509) * certs, EVP_PKEY **key)
     return 0;
 }
 
-static void warn_if_readable_by_others(const char *keypath, const char *file, const char *field,
-                                       struct api_diags *diags)
+/* A private key that others may read: a warning, or with strict keys an
+ * error that refuses the certificate. Returns -1 when refused. */
+static int check_key_mode(const char *keypath, bool strict, const char *file, const char *field,
+                          struct api_diags *diags)
 {
     struct stat st;
-    if (stat(keypath, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
-        api_diags_add(diags, API_SEV_WARNING, file, field,
-                      "private key %s is readable by others (mode %03o); chmod 600 it", keypath,
-                      (unsigned)(st.st_mode & 0777));
+    if (stat(keypath, &st) != 0 || (st.st_mode & (S_IRWXG | S_IRWXO)) == 0)
+        return 0;
+    api_diags_add(diags, strict ? API_SEV_ERROR : API_SEV_WARNING, file, field,
+                  "private key %s is readable by others (mode %03o); chmod 600 it", keypath,
+                  (unsigned)(st.st_mode & 0777));
+    return strict ? -1 : 0;
 }
 
 /* The key files tried beside a certificate: FILE.key, then STEM.key. */
@@ -185,7 +190,7 @@ static EVP_PKEY *load_key_beside(const char *path, char *found, size_t foundlen)
 }
 
 /* The checks a certificate that must serve (with its key) passes. */
-static int check_key(const struct cert_entry *e, const char *file, const char *field,
+static int check_key(const struct cert_entry *e, bool strict, const char *file, const char *field,
                      struct api_diags *diags)
 {
     if (e->key == NULL) {
@@ -199,13 +204,11 @@ static int check_key(const struct cert_entry *e, const char *file, const char *f
                       "%s: the private key does not match the certificate", e->path);
         return -1;
     }
-    if (e->keypath != NULL)
-        warn_if_readable_by_others(e->keypath, file, field, diags);
-    return 0;
+    return e->keypath != NULL ? check_key_mode(e->keypath, strict, file, field, diags) : 0;
 }
 
 static struct cert_entry *entry_from_bio(BIO *bio, const char *path, bool inline_pem, bool need_key,
-                                         const char *file, const char *field,
+                                         bool strict, const char *file, const char *field,
                                          struct api_diags *diags)
 {
     char reason[256];
@@ -242,7 +245,7 @@ static struct cert_entry *entry_from_bio(BIO *bio, const char *path, bool inline
     }
     if (keypath[0] != '\0')
         e->keypath = api_xstrdup(keypath);
-    if (need_key && check_key(e, file, field, diags) != 0)
+    if (need_key && check_key(e, strict, file, field, diags) != 0)
         goto fail;
     if (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
         api_diags_add(diags, API_SEV_WARNING, file, field, "%s: the certificate has expired", path);
@@ -252,8 +255,8 @@ fail:
     return NULL;
 }
 
-struct cert_entry *cert_entry_load(const char *path, bool need_key, const char *file,
-                                   const char *field, struct api_diags *diags)
+static struct cert_entry *load_path(const char *path, bool need_key, bool strict, const char *file,
+                                    const char *field, struct api_diags *diags)
 {
     BIO *bio = BIO_new_file(path, "r");
     if (bio == NULL) {
@@ -262,9 +265,15 @@ struct cert_entry *cert_entry_load(const char *path, bool need_key, const char *
                       strerror(errno ? errno : ENOENT));
         return NULL;
     }
-    struct cert_entry *e = entry_from_bio(bio, path, false, need_key, file, field, diags);
+    struct cert_entry *e = entry_from_bio(bio, path, false, need_key, strict, file, field, diags);
     BIO_free(bio);
     return e;
+}
+
+struct cert_entry *cert_entry_load(const char *path, bool need_key, const char *file,
+                                   const char *field, struct api_diags *diags)
+{
+    return load_path(path, need_key, false, file, field, diags);
 }
 
 int cert_id_of_file(const char *path, char out[CERT_ID_LEN + 1], char *err, size_t errlen)
@@ -348,12 +357,13 @@ static bool is_id(const char *s)
 struct cert_entry *cert_resolve(struct cert_store *st, const char *ref, bool need_key,
                                 const char *file, const char *field, struct api_diags *diags)
 {
+    bool strict = st != NULL && st->strict_keys;
     if (strncmp(ref, "-----BEGIN", 10) == 0) {
         BIO *bio = BIO_new_mem_buf(ref, -1);
         if (bio == NULL)
             abort();
         struct cert_entry *e =
-            entry_from_bio(bio, "(inline PEM)", true, need_key, file, field, diags);
+            entry_from_bio(bio, "(inline PEM)", true, need_key, false, file, field, diags);
         BIO_free(bio);
         return e;
     }
@@ -367,7 +377,7 @@ struct cert_entry *cert_resolve(struct cert_store *st, const char *ref, bool nee
                               "certificate %s (%s) has no private key", ref, e->path);
                 return NULL;
             }
-            if (need_key && check_key(e, file, field, diags) != 0)
+            if (need_key && check_key(e, strict, file, field, diags) != 0)
                 return NULL;
             return cert_entry_ref(e);
         }
@@ -375,5 +385,10 @@ struct cert_entry *cert_resolve(struct cert_store *st, const char *ref, bool nee
                       "no certificate with id %s in the certificate folder (certs_path)", ref);
         return NULL;
     }
-    return cert_entry_load(ref, need_key, file, field, diags);
+    return load_path(ref, need_key, strict, file, field, diags);
+}
+
+void cert_store_set_strict_keys(struct cert_store *st, bool strict)
+{
+    st->strict_keys = strict;
 }

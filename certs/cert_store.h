@@ -55,6 +55,10 @@ struct cert_store *cert_store_load(const char *dir, struct api_diags *diags)
     __attribute__((warn_unused_result));
 void cert_store_free(struct cert_store *st);
 
+/* From now on cert_resolve refuses a private key that group or others may
+ * read (an error rather than a warning). */
+void cert_store_set_strict_keys(struct cert_store *st, bool strict);
+
 /* Resolves a `certificates` entry: an id (64 hex digits) looked up in the
  * store, an inline PEM, or a path. Returns a new reference or NULL after a
  * diagnostic on (file, field). */

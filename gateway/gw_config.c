@@ -15,6 +15,8 @@ void gw_config_init(struct gw_config *cfg)
     cfg->control_api_hostname = api_xstrdup("127.0.0.1");
     cfg->control_api_port = GW_DEFAULT_CONTROL_API_PORT;
     cfg->access_log = api_xstrdup("");
+    cfg->user = api_xstrdup("");
+    cfg->group = api_xstrdup("");
     cfg->log_level = GW_LOG_INFO;
     cfg->drain_timeout_ms = GW_DEFAULT_DRAIN_TIMEOUT_MS;
     cfg->handshake_timeout_ms = GW_DEFAULT_HANDSHAKE_TIMEOUT_MS;
@@ -213,6 +215,9 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
                                             "access_log",
                                             "max_connections",
                                             "max_connections_per_source",
+                                            "strict_key_permissions",
+                                            "user",
+                                            "group",
                                             NULL};
         api_json_strict_keys(&c, ext, API_EXT_KEY, known);
         get_small_int(&c, ext, "workers", API_EXT_KEY ".workers", 0, 1024, &cfg->workers);
@@ -241,6 +246,10 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
         get_small_int(&c, ext, "max_connections_per_source",
                       API_EXT_KEY ".max_connections_per_source", 0, 10000000,
                       &cfg->max_connections_per_source);
+        api_json_bool(&c, ext, "strict_key_permissions", API_EXT_KEY ".strict_key_permissions",
+                      &cfg->strict_key_permissions);
+        api_json_string(&c, ext, "user", API_EXT_KEY ".user", &cfg->user);
+        api_json_string(&c, ext, "group", API_EXT_KEY ".group", &cfg->group);
     }
 
     json_decref(root);
@@ -301,6 +310,8 @@ void gw_config_free(struct gw_config *cfg)
     free(cfg->listen_address);
     free(cfg->control_api_hostname);
     free(cfg->access_log);
+    free(cfg->user);
+    free(cfg->group);
     free(cfg->secret);
     free(cfg->node_secret);
     free(cfg->certs_path);

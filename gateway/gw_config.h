@@ -50,6 +50,8 @@ struct gw_config {
     int max_pipes;                  /* per worker, for splice(); 0 = no splice */
     int64_t max_connections;        /* gateway-wide; 0 = from RLIMIT_NOFILE */
     int max_connections_per_source; /* per client IP; 0 = no limit */
+    bool strict_key_permissions;    /* refuse private keys others may read */
+    char *user, *group;             /* drop to these after binding; "" = stay */
 
     struct {
         char *host;

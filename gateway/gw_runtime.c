@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <stddef.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -84,11 +86,18 @@ static void log_diags(const struct api_diags *d)
     }
 }
 
+static struct cert_store *load_store(const struct gw_config *cfg, struct api_diags *diags)
+{
+    struct cert_store *st = cert_store_load(cfg->certs_path, diags);
+    cert_store_set_strict_keys(st, cfg->strict_key_permissions);
+    return st;
+}
+
 size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diags)
 {
     struct api_diags diags = {0};
     struct gw_build_env tls = {.cfg = cfg};
-    tls.store = cert_store_load(cfg->certs_path, &diags);
+    tls.store = load_store(cfg, &diags);
     tls.keys = cert_ticket_keys_new();
     if (tls.keys == NULL)
         abort();
@@ -237,6 +246,50 @@ static int listen_port(struct gw_runtime *rt, struct gw_port *port)
     return 0;
 }
 
+/* ---- privileges ------------------------------------------------------------------ */
+
+/* After the ports are bound: the user and group of tcpgate.user/.group, with
+ * no supplementary groups, for good. */
+static int drop_privileges(const struct gw_config *cfg)
+{
+    if (cfg->user[0] == '\0' && cfg->group[0] == '\0')
+        return 0;
+    if (geteuid() != 0) {
+        gw_error("tcpgate.user/tcpgate.group: tcpgate must start as root to change user");
+        return -1;
+    }
+    uid_t uid = 0;
+    gid_t gid = 0;
+    if (cfg->user[0] != '\0') {
+        struct passwd *pw = getpwnam(cfg->user);
+        if (pw == NULL) {
+            gw_error("tcpgate.user: no user \"%s\"", cfg->user);
+            return -1;
+        }
+        uid = pw->pw_uid;
+        gid = pw->pw_gid;
+    }
+    if (cfg->group[0] != '\0') {
+        struct group *gr = getgrnam(cfg->group);
+        if (gr == NULL) {
+            gw_error("tcpgate.group: no group \"%s\"", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || (cfg->user[0] != '\0' && setuid(uid) != 0)) {
+        gw_error("cannot change to user \"%s\" group %u: %s", cfg->user, (unsigned)gid,
+                 strerror(errno));
+        return -1;
+    }
+    if (cfg->user[0] != '\0' && uid != 0 && setuid(0) == 0) {
+        gw_error("changed user, but root could be taken back; refusing to run");
+        return -1;
+    }
+    gw_info("running as uid %u gid %u", (unsigned)getuid(), (unsigned)getgid());
+    return 0;
+}
+
 /* ---- systemd --------------------------------------------------------------------- */
 
 /* sd_notify's protocol, which is one datagram to $NOTIFY_SOCKET: ready,
@@ -323,7 +376,7 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
     struct api_diags diags = {0};
     struct gw_build_env env = rt->tls;
     /* Certificates are read again, so that changed files take effect. */
-    env.store = cert_store_load(rt->cfg->certs_path, &diags);
+    env.store = load_store(rt->cfg, &diags);
     struct gw_snapshot *snap = gw_snapshot_load(&env, nw, &diags);
     if (snap == NULL) {
         snprintf(err, sizeof(err), "cannot load definitions from %s", rt->cfg->app_path);
@@ -632,7 +685,7 @@ int gw_run(const struct gw_config *cfg)
     rt.tls.sources = gw_sources_new();
     if (rt.tls.registry == NULL || rt.tls.sources == NULL)
         goto out;
-    rt.tls.store = cert_store_load(cfg->certs_path, &diags);
+    rt.tls.store = load_store(cfg, &diags);
     rt.tls.keys = cert_ticket_keys_new();
     if (rt.tls.keys == NULL)
         abort();
@@ -726,6 +779,8 @@ int gw_run(const struct gw_config *cfg)
     if (rt.snap->nports == 0)
         gw_warn("no definition to serve in %s", cfg->app_path);
 
+    if (drop_privileges(cfg) != 0)
+        goto out;
     for (int i = 0; i < rt.nworkers; i++) {
         if (gw_worker_start(rt.workers[i]) != 0) {
             gw_error("cannot start worker %d: %s", i, strerror(errno));
