@@ -221,6 +221,13 @@ static int apply_opts(SSL_CTX *ctx, const struct cert_tls_opts *o, char *err, si
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* Caps on what a peer may send before it is known: its certificate
+     * chain, and no early data (0-RTT) at all, since a byte stream cannot be
+     * told that its first bytes may be replayed. */
+    SSL_CTX_set_max_cert_list(ctx, o != NULL && o->max_cert_list > 0 ? o->max_cert_list
+                                                                     : CERT_DEFAULT_MAX_CERT_LIST);
+    SSL_CTX_set_max_early_data(ctx, 0);
+    SSL_CTX_set_recv_max_early_data(ctx, 0);
     return 0;
 }
 

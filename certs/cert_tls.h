@@ -11,11 +11,14 @@
 #include "api_json.h"
 #include "cert_store.h"
 
+#define CERT_DEFAULT_MAX_CERT_LIST (100 * 1024)
+
 struct cert_tls_opts {
     int min_version;          /* OpenSSL's TLS1_2_VERSION etc.; 0: TLS 1.2 */
     int max_version;          /* 0: the highest supported */
     const char *ciphers;      /* TLS 1.2 cipher list; NULL: the secure default */
     const char *ciphersuites; /* TLS 1.3 suites; NULL: OpenSSL's default */
+    long max_cert_list;       /* bytes the peer's certificate chain may take; 0: 100 KiB */
 };
 
 /* Tyk's numeric versions (769..772) to OpenSSL's; 0 stays 0. -1 if unknown. */

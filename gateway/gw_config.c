@@ -22,6 +22,8 @@ void gw_config_init(struct gw_config *cfg)
     cfg->handshake_timeout_ms = GW_DEFAULT_HANDSHAKE_TIMEOUT_MS;
     cfg->ticket_key_rotation_ms = GW_DEFAULT_TICKET_ROTATION_MS;
     cfg->client_hello_max = GW_DEFAULT_CLIENT_HELLO_MAX;
+    cfg->proxy_header_max = GW_DEFAULT_PROXY_HEADER_MAX;
+    cfg->cert_chain_max = GW_DEFAULT_CERT_CHAIN_MAX;
     cfg->max_pipes = GW_DEFAULT_MAX_PIPES;
     cfg->storage.host = api_xstrdup("localhost");
     cfg->storage.port = 6379;
@@ -218,6 +220,8 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
                                             "strict_key_permissions",
                                             "user",
                                             "group",
+                                            "proxy_header_max",
+                                            "cert_chain_max",
                                             NULL};
         api_json_strict_keys(&c, ext, API_EXT_KEY, known);
         get_small_int(&c, ext, "workers", API_EXT_KEY ".workers", 0, 1024, &cfg->workers);
@@ -249,6 +253,11 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
         api_json_bool(&c, ext, "strict_key_permissions", API_EXT_KEY ".strict_key_permissions",
                       &cfg->strict_key_permissions);
         api_json_string(&c, ext, "user", API_EXT_KEY ".user", &cfg->user);
+        /* A v1 header is at most 107 bytes; a v2 one 16 + 65535. */
+        get_small_int(&c, ext, "proxy_header_max", API_EXT_KEY ".proxy_header_max", 108, 65551,
+                      &cfg->proxy_header_max);
+        get_small_int(&c, ext, "cert_chain_max", API_EXT_KEY ".cert_chain_max", 4096, 1048576,
+                      &cfg->cert_chain_max);
         api_json_string(&c, ext, "group", API_EXT_KEY ".group", &cfg->group);
     }
 

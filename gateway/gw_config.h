@@ -47,6 +47,8 @@ struct gw_config {
     int64_t handshake_timeout_ms;   /* TLS handshake, or ClientHello peek */
     int64_t ticket_key_rotation_ms; /* session ticket keys */
     int client_hello_max;           /* bytes a peeked ClientHello may span */
+    int proxy_header_max;           /* bytes an inbound PROXY header may span */
+    int cert_chain_max;             /* bytes a client's certificate chain may take */
     int max_pipes;                  /* per worker, for splice(); 0 = no splice */
     int64_t max_connections;        /* gateway-wide; 0 = from RLIMIT_NOFILE */
     int max_connections_per_source; /* per client IP; 0 = no limit */
@@ -79,6 +81,8 @@ struct gw_config {
 #define GW_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 #define GW_DEFAULT_TICKET_ROTATION_MS 3600000
 #define GW_DEFAULT_CLIENT_HELLO_MAX 16384
+#define GW_DEFAULT_PROXY_HEADER_MAX 16384
+#define GW_DEFAULT_CERT_CHAIN_MAX (100 * 1024)
 #define GW_DEFAULT_CONTROL_API_PORT 9696
 /* Pipes for splice() per worker: 2 descriptors each, held only while a bulk
  * direction has data in flight. */

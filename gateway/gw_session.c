@@ -1523,6 +1523,11 @@ static void proxy_header(struct gw_session *s)
     struct gw_pp_info info;
     char err[128];
     enum gw_pp_status st = gw_pp_parse(data, len, &info, err, sizeof(err));
+    if (st == GW_PP_NEED_MORE && len >= s->snap->proxy_header_max) {
+        snprintf(err, sizeof(err), "longer than proxy_header_max (%zu bytes)",
+                 s->snap->proxy_header_max);
+        st = GW_PP_BAD;
+    }
     if (st == GW_PP_NEED_MORE)
         return;
     if (st == GW_PP_NOT_PROXY && s->port->proxy_optional) {
@@ -1614,7 +1619,7 @@ void gw_session_accept(const struct gw_session_env *env, struct gw_snapshot *sna
         return;
     }
     s->state = ST_PROXY_HEADER;
-    bufferevent_setwatermark(s->cli, EV_READ, 0, GW_PP2_FIXED + 65535);
+    bufferevent_setwatermark(s->cli, EV_READ, 0, s->snap->proxy_header_max);
     s->route_deadline_ms = s->started_ms + port->proxy_timeout_ms;
     bufferevent_enable(s->cli, EV_READ);
     arm_timer(s);

@@ -176,6 +176,7 @@ static int build_server_tls(struct gw_api *api, const struct api_def *def,
             def->ext.tls_max_version ? def->ext.tls_max_version : cfg->server_tls.max_version),
         .ciphers = ciphers[0] ? ciphers : NULL,
         .ciphersuites = suites[0] ? suites : NULL,
+        .max_cert_list = cfg->cert_chain_max,
     };
     api->server_ctx = cert_server_ctx_new(certs, (size_t)nc, cas, (size_t)na, &opts, tls->keys,
                                           def->api_id, err, sizeof(err));
@@ -515,9 +516,11 @@ static int build_port(struct gw_port *p, const struct gw_build_env *tls, struct 
         char err[320];
         pthread_once(&route_ex_once, route_ex_init);
         /* Sessions and tickets live on this shared context, so they resume on
-         * any worker and whichever definition the name picks. */
-        p->front =
-            cert_server_ctx_new(NULL, 0, NULL, 0, NULL, tls->keys, "tcpgate", err, sizeof(err));
+         * any worker and whichever definition the name picks. The caps on
+         * what a client may send are read from it when a handshake starts. */
+        struct cert_tls_opts front_opts = {.max_cert_list = tls->cfg->cert_chain_max};
+        p->front = cert_server_ctx_new(NULL, 0, NULL, 0, &front_opts, tls->keys, "tcpgate", err,
+                                       sizeof(err));
         if (p->front == NULL) {
             api_diags_add(diags, API_SEV_ERROR, p->apis[0]->def->file, "listen_port", "port %d: %s",
                           p->port, err);
@@ -538,6 +541,7 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
     s->nworkers = nworkers;
     s->handshake_timeout_ms = tls->cfg->handshake_timeout_ms;
     s->client_hello_max = (size_t)tls->cfg->client_hello_max;
+    s->proxy_header_max = (size_t)tls->cfg->proxy_header_max;
     s->set = *set;
     memset(set, 0, sizeof(*set));
     struct gw_registry *reg = tls->registry;

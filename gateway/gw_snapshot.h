@@ -138,6 +138,7 @@ struct gw_snapshot {
     int nworkers;
     int64_t handshake_timeout_ms; /* before routing: TLS handshake or ClientHello */
     size_t client_hello_max;
+    size_t proxy_header_max; /* bytes an inbound PROXY header may span */
     struct api_set set;
     struct gw_api *apis;
     size_t napis;

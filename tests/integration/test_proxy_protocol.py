@@ -641,7 +641,8 @@ class SendProxyTest(PPTestCase):
         arrived in the same segment as its own header."""
         up = self.server(PPServer)
         p1, p2 = free_ports(2)
-        gw = self.gateway()
+        # The largest header the protocol allows, which is above the default cap.
+        gw = self.gateway(config=dict(GW_CONFIG, tcpgate={"proxy_header_max": 65551}))
         gw.add(pp_def("chain-v1", p1, up.address, ext={"send_proxy_protocol": "v1"}))
         gw.add(pp_def("chain-v2", p2, up.address,
                       ext={"send_proxy_protocol": "v2", "send_proxy_protocol_crc32c": True}))
@@ -1044,6 +1045,30 @@ class BadPeersTest(PPTestCase):
         self.rejected(gw, client_port, "no_proxy_header")
         self.assertEqual(up.accepted, 0, "nothing may reach the upstream")
         self.assertCounters(self.stop_and_stats(gw, port), prx_not_hdr=1)
+
+    def test_header_over_the_cap(self):
+        """A v2 header longer than tcpgate.proxy_header_max is refused as soon
+        as that many bytes came, not at the timeout, and costs no more."""
+        up = self.server(EchoServer)
+        (port,) = free_ports(1)
+        gw = self.gateway(config=dict(GW_CONFIG, tcpgate={"proxy_header_max": 256}))
+        gw.add(pp_def("cap", port, up.address))
+        gw.start()
+        body = (socket.inet_aton("192.0.2.9") + socket.inet_aton("192.0.2.1")
+                + struct.pack("!HH", 1009, 443))
+        body += b"\xe0" + struct.pack("!H", 1000) + b"t" * 1000
+        s = self.connect(port)
+        client_port = s.getsockname()[1]
+        t0 = time.monotonic()
+        try:
+            s.sendall(V2_SIG + b"\x21\x11" + struct.pack("!H", len(body)) + body)
+        except OSError:
+            pass  # refused before all of it was sent
+        self.assertIn(wait_closed(s, 4.0), ("eof", "reset"))
+        self.assertLess(time.monotonic() - t0, 2.0, "refused at the cap, not by the timeout")
+        self.rejected(gw, client_port, "bad_proxy_header")
+        self.assertEqual(up.accepted, 0)
+        self.assertCounters(self.stop_and_stats(gw, port), prx_bad_hdr=1)
 
     def test_untrusted_source(self):
         gw, port, up = self.start_required(ext={"proxy_protocol_trusted": ["10.0.0.0/8"]})
