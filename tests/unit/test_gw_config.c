@@ -286,6 +286,59 @@ static void test_value_errors(void **state)
     expect_error("{'uptime_tests': {'disable': 'yes'}}", "uptime_tests.disable",
                  "expected true or false");
     expect_error("{'app_path': ['apps']}", "app_path", "expected a string");
+    expect_error("{'control_api_port': 65536}", "control_api_port", "between 0 and 65535");
+    expect_error("{'tcpgate': {'max_pipes': -1}}", "tcpgate.max_pipes", "between 0 and 65536");
+    expect_error("{'tcpgate': {'max_connections': -5}}", "tcpgate.max_connections", "between 0");
+    expect_error("{'tcpgate': {'max_connections_per_source': -1}}",
+                 "tcpgate.max_connections_per_source", "between 0");
+    expect_error("{'tcpgate': {'proxy_header_max': 100}}", "tcpgate.proxy_header_max",
+                 "between 108 and 65551");
+    expect_error("{'tcpgate': {'cert_chain_max': 100}}", "tcpgate.cert_chain_max", "between 4096");
+    expect_error("{'tcpgate': {'strict_key_permissions': 1}}", "tcpgate.strict_key_permissions",
+                 "expected true or false");
+    expect_error("{'tcpgate': {'access_log': true}}", "tcpgate.access_log", "expected a string");
+}
+
+/* The settings of operating and hardening, read and defaulted. */
+static void test_operating_fields(void **state)
+{
+    (void)state;
+    struct gw_config cfg;
+    struct api_diags d = {0};
+    gw_config_init(&cfg);
+    assert_string_equal(cfg.control_api_hostname, "127.0.0.1");
+    assert_int_equal(cfg.control_api_port, 9696);
+    assert_string_equal(cfg.access_log, "");
+    assert_int_equal(cfg.max_pipes, 256);
+    assert_int_equal(cfg.max_connections, 0);
+    assert_int_equal(cfg.proxy_header_max, 16384);
+    assert_int_equal(cfg.cert_chain_max, 102400);
+    assert_false(cfg.strict_key_permissions);
+    gw_config_free(&cfg);
+    assert_int_equal(parse_sq(&cfg,
+                              "{'control_api_hostname': '::1', 'control_api_port': 0,"
+                              " 'secret': 's', 'tcpgate': {'access_log': 'stderr', 'max_pipes': 0,"
+                              " 'max_connections': 10, 'max_connections_per_source': 3,"
+                              " 'proxy_header_max': 512, 'cert_chain_max': 8192,"
+                              " 'strict_key_permissions': true, 'user': 'nobody',"
+                              " 'group': 'nogroup'}}",
+                              &d),
+                     0);
+    assert_string_equal(cfg.control_api_hostname, "::1");
+    assert_int_equal(cfg.control_api_port, 0);
+    assert_string_equal(cfg.secret, "s");
+    assert_string_equal(cfg.access_log, "stderr");
+    assert_int_equal(cfg.max_pipes, 0);
+    assert_int_equal(cfg.max_connections, 10);
+    assert_int_equal(cfg.max_connections_per_source, 3);
+    assert_int_equal(cfg.proxy_header_max, 512);
+    assert_int_equal(cfg.cert_chain_max, 8192);
+    assert_true(cfg.strict_key_permissions);
+    assert_string_equal(cfg.user, "nobody");
+    assert_string_equal(cfg.group, "nogroup");
+    assert_int_equal(d.count, 0);
+    gw_config_free(&cfg);
+    api_diags_free(&d);
 }
 
 static void test_whitelist_errors(void **state)
@@ -447,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_unknown_extension_key_is_error),
         cmocka_unit_test(test_value_errors),
+        cmocka_unit_test(test_operating_fields),
         cmocka_unit_test(test_whitelist_errors),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_port_allowed_without_whitelist),
