@@ -111,12 +111,8 @@ static json_t *targets_json(const struct gw_view *v, const struct gw_api *api)
             repeat = strcmp(api->ups[j].label, u->label) == 0;
         if (repeat)
             continue;
-        struct gw_target_stats sum = {0};
-        for (int w = 0; w < v->nworkers; w++) {
-#define GW_STAT_SUM(name, desc) sum.name += __atomic_load_n(&u->stats[w].name, __ATOMIC_RELAXED);
-            GW_TARGET_COUNTERS(GW_STAT_SUM)
-#undef GW_STAT_SUM
-        }
+        struct gw_target_stats sum;
+        gw_target_stats_sum(u->stats, v->nworkers, &sum);
         json_t *t = json_pack("{s:s, s:s, s:b}", "target", u->label, "state",
                               u->hc != NULL ? state_name(hc_target_state(u->hc)) : "unchecked",
                               "eligible", gw_upstream_eligible(api, i));

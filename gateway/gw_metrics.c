@@ -29,33 +29,6 @@ static void family(struct evbuffer *out, const char *name, const char *type, con
                         type);
 }
 
-/* One definition's summed counters. */
-static void api_sum(const struct gw_view *v, const struct gw_api *api, struct gw_api_stats *sum)
-{
-    gw_stats_sum(api->stats, v->nworkers, sum);
-}
-
-static void port_sum(const struct gw_view *v, const struct gw_port *p, struct gw_port_stats *sum)
-{
-    memset(sum, 0, sizeof(*sum));
-    for (int w = 0; w < v->nworkers; w++) {
-#define GW_STAT_SUM(name, desc) sum->name += __atomic_load_n(&p->stats[w].name, __ATOMIC_RELAXED);
-        GW_PORT_COUNTERS(GW_STAT_SUM)
-#undef GW_STAT_SUM
-    }
-}
-
-static void target_sum(const struct gw_view *v, const struct gw_upstream *u,
-                       struct gw_target_stats *sum)
-{
-    memset(sum, 0, sizeof(*sum));
-    for (int w = 0; w < v->nworkers; w++) {
-#define GW_STAT_SUM(name, desc) sum->name += __atomic_load_n(&u->stats[w].name, __ATOMIC_RELAXED);
-        GW_TARGET_COUNTERS(GW_STAT_SUM)
-#undef GW_STAT_SUM
-    }
-}
-
 /* Per definition, under Envoy's names where Envoy has one. */
 #define API_METRICS(X)                                                                             \
     X(downstream_cx_total, counter, cx_total, "Connections accepted")                              \
@@ -106,7 +79,7 @@ static void render_apis(struct evbuffer *out, const struct gw_view *v)
     const struct gw_snapshot *s = v->snap;
     struct gw_api_stats sums[s->napis ? s->napis : 1];
     for (size_t i = 0; i < s->napis; i++)
-        api_sum(v, &s->apis[i], &sums[i]);
+        gw_stats_sum(s->apis[i].stats, v->nworkers, &sums[i]);
 #define API_FAMILY(name, type, field, help)                                                        \
     family(out, #name, #type, help);                                                               \
     for (size_t i = 0; i < s->napis; i++) {                                                        \
@@ -170,7 +143,7 @@ static void render_targets(struct evbuffer *out, const struct gw_view *v)
             if (!first_entry(api, i))                                                              \
                 continue;                                                                          \
             struct gw_target_stats sum;                                                            \
-            target_sum(v, &api->ups[i], &sum);                                                     \
+            gw_target_stats_sum(api->ups[i].stats, v->nworkers, &sum);                             \
             target_labels(out, #name, api, &api->ups[i]);                                          \
             evbuffer_add_printf(out, "%" PRId64 "\n", sum.field);                                  \
         }                                                                                          \
@@ -231,7 +204,7 @@ static void render_ports(struct evbuffer *out, const struct gw_view *v)
     const struct gw_snapshot *s = v->snap;
     struct gw_port_stats sums[s->nports ? s->nports : 1];
     for (size_t i = 0; i < s->nports; i++)
-        port_sum(v, &s->ports[i], &sums[i]);
+        gw_port_stats_sum(s->ports[i].stats, v->nworkers, &sums[i]);
     static const struct reason no_route[] = {REASON(NULL, no_route)};
     port_family(out, v, sums, "downstream_cx_no_route",
                 "Connections no definition could take (no SNI match, not TLS)", no_route, 1, false);

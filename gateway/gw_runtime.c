@@ -592,12 +592,8 @@ static void log_stats(const struct gw_runtime *rt)
     }
     for (size_t i = 0; i < rt->snap->nports; i++) {
         const struct gw_port *p = &rt->snap->ports[i];
-        struct gw_port_stats sum = {0};
-        for (int w = 0; w < rt->nworkers; w++) {
-#define GW_STAT_SUM(name, desc) sum.name += __atomic_load_n(&p->stats[w].name, __ATOMIC_RELAXED);
-            GW_PORT_COUNTERS(GW_STAT_SUM)
-#undef GW_STAT_SUM
-        }
+        struct gw_port_stats sum;
+        gw_port_stats_sum(p->stats, rt->nworkers, &sum);
         char buf[1024];
         size_t n = 0;
         buf[0] = '\0';

@@ -442,6 +442,16 @@ static void free_api(struct gw_api *api, int nworkers)
     memset(api, 0, sizeof(*api));
 }
 
+void gw_port_stats_sum(const struct gw_port_stats *slots, int count, struct gw_port_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < count; i++) {
+#define GW_STAT_SUM(name, desc) out->name += __atomic_load_n(&slots[i].name, __ATOMIC_RELAXED);
+        GW_PORT_COUNTERS(GW_STAT_SUM)
+#undef GW_STAT_SUM
+    }
+}
+
 int64_t gw_default_max_connections(void)
 {
     /* A connection holds two descriptors; some are kept for listeners,

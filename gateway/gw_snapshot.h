@@ -82,6 +82,9 @@ struct gw_port_stats {
 #undef GW_STAT_FIELD
 } __attribute__((aligned(64)));
 
+/* Sums `count` per-worker slots into out. */
+void gw_port_stats_sum(const struct gw_port_stats *slots, int count, struct gw_port_stats *out);
+
 enum gw_route_mode {
     GW_ROUTE_SINGLE, /* one definition: nothing to choose */
     GW_ROUTE_PEEK,   /* tcp, several domains: peek at the ClientHello's SNI */

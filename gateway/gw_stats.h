@@ -82,6 +82,9 @@ int64_t *gw_registry_counter(struct gw_registry *r, const char *key);
 /* Sums `count` per-worker slots into out. */
 void gw_stats_sum(const struct gw_api_stats *slots, int count, struct gw_api_stats *out);
 
+void gw_target_stats_sum(const struct gw_target_stats *slots, int count,
+                         struct gw_target_stats *out);
+
 /* Formats "name=value name=value ..." for the log. */
 void gw_stats_format(const struct gw_api_stats *s, char *buf, size_t buflen);
 

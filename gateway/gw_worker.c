@@ -159,6 +159,16 @@ static void close_listeners(struct gw_worker *w)
 
 enum { CMD_STOP = 1, CMD_HOSTS_DOWN = 2, CMD_UPDATE = 4 };
 
+/* Closes a listener's socket and frees it. */
+static void listener_free(struct listener *l)
+{
+    if (l->lev != NULL)
+        evconnlistener_free(l->lev);
+    if (l->retry != NULL)
+        event_free(l->retry);
+    free(l);
+}
+
 static void update_free(struct update *u)
 {
     if (u == NULL)
@@ -189,11 +199,7 @@ static void apply_update(struct gw_worker *w, struct update *u)
             continue;
         }
         gw_session_list_drain_port(&w->sessions, l->port->port, w->drain_ms);
-        if (l->lev != NULL)
-            evconnlistener_free(l->lev);
-        if (l->retry != NULL)
-            event_free(l->retry);
-        free(l);
+        listener_free(l);
     }
     w->nlisteners = kept;
     for (size_t i = 0; i < u->n; i++) {
@@ -363,11 +369,7 @@ void gw_worker_unlisten(struct gw_worker *w, const struct gw_port *port)
             w->listeners[kept++] = l;
             continue;
         }
-        if (l->lev != NULL)
-            evconnlistener_free(l->lev);
-        if (l->retry != NULL)
-            event_free(l->retry);
-        free(l);
+        listener_free(l);
     }
     w->nlisteners = kept;
 }
