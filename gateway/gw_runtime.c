@@ -49,6 +49,8 @@ struct gw_runtime {
     struct gw_watch *watch;
     struct gw_admin *admin;
     struct event *sigusr1;
+    int *listening;    /* the ports the workers listen on (a port may be in the set */
+    size_t nlistening; /* and not here, when it could not be opened) */
     struct hc_engine *hc;
     struct event *rotate; /* session ticket key rotation */
     int nworkers;
@@ -314,6 +316,35 @@ static void notify(const char *state)
 
 /* ---- reload ------------------------------------------------------------------------ */
 
+static bool is_listening(const struct gw_runtime *rt, int port)
+{
+    for (size_t i = 0; i < rt->nlistening; i++)
+        if (rt->listening[i] == port)
+            return true;
+    return false;
+}
+
+/* After a swap: the ports of snap that were open already, and those just opened. */
+static void set_listening(struct gw_runtime *rt, const struct gw_snapshot *snap, const int *opened,
+                          size_t nopened)
+{
+    size_t n = 0;
+    int *next = calloc(snap->nports + 1, sizeof(*next));
+    if (next == NULL)
+        abort();
+    for (size_t i = 0; i < snap->nports; i++) {
+        int port = snap->ports[i].port;
+        bool open = is_listening(rt, port);
+        for (size_t j = 0; j < nopened && !open; j++)
+            open = opened[j] == port;
+        if (open)
+            next[n++] = port;
+    }
+    free(rt->listening);
+    rt->listening = next;
+    rt->nlistening = n;
+}
+
 static void sweep_retired(struct gw_runtime *rt, bool all)
 {
     struct retired **pp = &rt->retired;
@@ -334,7 +365,12 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    sweep_retired(arg, false);
+    struct gw_runtime *rt = arg;
+    sweep_retired(rt, false);
+    if (rt->retired != NULL) { /* sessions still hold one: look again */
+        struct timeval again = {1, 0};
+        evtimer_add(rt->sweep, &again);
+    }
 }
 
 static void keep_diags(struct gw_runtime *rt, struct api_diags *diags)
@@ -380,7 +416,9 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
     struct gw_snapshot *snap = gw_snapshot_load(&env, nw, &diags);
     if (snap == NULL) {
         snprintf(err, sizeof(err), "cannot load definitions from %s", rt->cfg->app_path);
-        keep_diags(rt, &diags);
+        log_diags(&diags);
+        api_diags_free(&diags);
+        hc_engine_commit(rt->hc, false);
         cert_store_free(env.store);
         reload_failed(rt, trigger, err);
         return -1;
@@ -393,7 +431,7 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
     int rc = 0;
     for (size_t i = 0; i < snap->nports && rc == 0; i++) {
         int port = snap->ports[i].port;
-        if (gw_snapshot_port(rt->snap, port) != NULL)
+        if (is_listening(rt, port))
             continue; /* still served: its sockets stay open */
         char why[256];
         if (open_port(rt, port, &fds[nnew * (size_t)nw], why, sizeof(why)) != 0) {
@@ -409,8 +447,10 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
         free(ports);
         free(fds);
         gw_snapshot_unref(snap);
+        hc_engine_commit(rt->hc, false);
         cert_store_free(env.store);
-        keep_diags(rt, &diags);
+        log_diags(&diags);
+        api_diags_free(&diags); /* /tyk/apis keeps showing the running set's */
         reload_failed(rt, trigger, err);
         return -1;
     }
@@ -422,12 +462,12 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
         if (gw_worker_update(rt->workers[w], snap, ports, col, nnew) != 0)
             abort(); /* out of memory: a half-applied reload is worse than an exit */
     }
-    for (size_t i = 0; i < rt->snap->nports; i++)
-        if (gw_snapshot_port(snap, rt->snap->ports[i].port) == NULL)
-            gw_info("reload: port %d is no longer served; its connections drain",
-                    rt->snap->ports[i].port);
+    for (size_t i = 0; i < rt->nlistening; i++)
+        if (gw_snapshot_port(snap, rt->listening[i]) == NULL)
+            gw_info("reload: port %d is no longer served; its connections drain", rt->listening[i]);
     for (size_t i = 0; i < nnew; i++)
         log_listening(rt, gw_snapshot_port(snap, ports[i]));
+    set_listening(rt, snap, ports, nnew);
     free(ports);
     free(fds);
     struct retired *r = calloc(1, sizeof(*r));
@@ -439,6 +479,7 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
     rt->retired = r;
     rt->snap = rt->view.snap = snap;
     rt->tls.store = env.store;
+    hc_engine_commit(rt->hc, true);
     log_diags(&diags);
     size_t errors = api_diags_errors(&diags);
     keep_diags(rt, &diags);
@@ -506,15 +547,10 @@ static int admin_reload(void *arg)
 
 /* ---- control thread ------------------------------------------------------------ */
 
+/* Every open connection, of the running set and of those a reload replaced. */
 static int64_t live_connections(const struct gw_runtime *rt)
 {
-    int64_t n = 0;
-    for (size_t i = 0; i < rt->snap->napis; i++) {
-        struct gw_api_stats sum;
-        gw_stats_sum(rt->snap->apis[i].stats, rt->nworkers, &sum);
-        n += sum.cx_active;
-    }
-    return n;
+    return __atomic_load_n(rt->snap->active_total, __ATOMIC_RELAXED);
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -656,6 +692,7 @@ static void runtime_free(struct gw_runtime *rt)
     api_diags_free(&rt->load_diags);
     gw_registry_free(rt->tls.registry);
     gw_sources_free(rt->tls.sources);
+    free(rt->listening);
 }
 
 int gw_run(const struct gw_config *cfg)
@@ -765,9 +802,13 @@ int gw_run(const struct gw_config *cfg)
             goto out;
         }
     }
-    size_t listening = 0;
+    rt.listening = calloc(rt.snap->nports + 1, sizeof(*rt.listening));
+    if (rt.listening == NULL)
+        goto out;
     for (size_t i = 0; i < rt.snap->nports; i++)
-        listening += listen_port(&rt, &rt.snap->ports[i]) == 0;
+        if (listen_port(&rt, &rt.snap->ports[i]) == 0)
+            rt.listening[rt.nlistening++] = rt.snap->ports[i].port;
+    size_t listening = rt.nlistening;
     if (rt.snap->nports > 0 && listening == 0) {
         gw_error("no port could be opened; exiting");
         goto out;

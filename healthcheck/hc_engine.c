@@ -33,6 +33,7 @@ struct hc_target {
     int naddrs;
     struct hc_script script;
     SSL_CTX *tls;
+    SSL_CTX *pending_tls; /* from a reload not yet committed */
     bool tls_verify;
     enum hc_proxy_header proxy;
     int64_t interval_ms, timeout_ms;
@@ -426,6 +427,7 @@ static void target_free(struct hc_target *t)
         event_free(t->tick);
     hc_script_free(&t->script);
     SSL_CTX_free(t->tls);
+    SSL_CTX_free(t->pending_tls);
     free(t->api_id);
     free(t->name);
     free(t->tls_host);
@@ -465,10 +467,11 @@ struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec
     struct hc_target *same = find_same(e, spec, &script);
     if (same != NULL) {
         hc_script_free(&script);
-        /* The new upstream TLS context (a changed CA file) serves the next probes. */
+        /* The new upstream TLS context (a CA file read again) serves the next
+         * probes once the reload is committed; a failed reload drops it. */
         if (spec->tls != NULL && spec->tls != same->tls && SSL_CTX_up_ref(spec->tls) == 1) {
-            SSL_CTX_free(same->tls);
-            same->tls = spec->tls;
+            SSL_CTX_free(same->pending_tls);
+            same->pending_tls = spec->tls;
         }
         same->refs++;
         return same;
@@ -520,6 +523,21 @@ struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec
     t->next = e->targets;
     e->targets = t;
     return t;
+}
+
+void hc_engine_commit(struct hc_engine *e, bool keep)
+{
+    for (struct hc_target *t = e->targets; t != NULL; t = t->next) {
+        if (t->pending_tls == NULL)
+            continue;
+        if (keep) {
+            SSL_CTX_free(t->tls);
+            t->tls = t->pending_tls;
+        } else {
+            SSL_CTX_free(t->pending_tls);
+        }
+        t->pending_tls = NULL;
+    }
 }
 
 void hc_target_release(struct hc_target *t)

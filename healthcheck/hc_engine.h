@@ -70,6 +70,11 @@ void hc_engine_on_change(struct hc_engine *e, void (*cb)(void *arg, struct hc_ta
 struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec *spec, char *err,
                                 size_t errlen) __attribute__((warn_unused_result));
 
+/* Ends a reload: with keep, the targets it kept take the TLS contexts it
+ * built (their next probes use them); without, those contexts are dropped
+ * and the running checks stay exactly as they were. Control thread only. */
+void hc_engine_commit(struct hc_engine *e, bool keep);
+
 /* Drops a reference taken by hc_engine_add; the last one stops the checks.
  * Control thread only. Accepts NULL. */
 void hc_target_release(struct hc_target *t);
