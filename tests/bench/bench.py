@@ -375,7 +375,7 @@ class Instance:
                 json.dump(d, f)
         gw = os.path.join(self.dir, "gateway.json")
         with open(gw, "w") as f:
-            json.dump({"listen_address": "127.0.0.1"}, f)
+            json.dump({"listen_address": "127.0.0.1", "control_api_port": 0}, f)
         return [self.b.tcpgate, "--config", gw, "--apps", apps, "--workers", str(WORKERS),
                 "--log-level", self.log_level]
 
@@ -1068,7 +1068,7 @@ def write_scale_apps(b, d, names, port, target):
 def start_tcpgate_raw(b, apps, level, logpath):
     gw = os.path.join(os.path.dirname(apps), "gateway.json")
     with open(gw, "w") as f:
-        json.dump({"listen_address": "127.0.0.1"}, f)
+        json.dump({"listen_address": "127.0.0.1", "control_api_port": 0}, f)
     logf = open(logpath, "wb")
     try:
         return b.procs.spawn([b.tcpgate, "--config", gw, "--apps", apps, "--workers", str(WORKERS),

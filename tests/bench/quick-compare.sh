@@ -51,7 +51,7 @@ cat >"$work/apps/iperf.json" <<JSON
 {"api_id":"iperf","listen_port":$GW_IPERF,"protocol":"tcp","proxy":{"target_url":"127.0.0.1:$IPERF"}}
 JSON
 cat >"$work/gw.json" <<JSON
-{"listen_address":"127.0.0.1"}
+{"listen_address":"127.0.0.1","control_api_port":0}
 JSON
 "$bin" --config "$work/gw.json" --apps "$work/apps" --workers "$WORKERS" --log-level warn \
     2>"$work/tcpgate.log" & pids+=($!)
