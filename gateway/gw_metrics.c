@@ -114,7 +114,9 @@ static void target_labels(struct evbuffer *out, const char *name, const struct g
     X(target_cx_total, counter, cx_total, "Connections established to the target")                 \
     X(target_cx_active, gauge, cx_active, "Connections open to the target now")                    \
     X(target_connect_fail_total, counter, connect_fail, "Connect attempts that failed")            \
-    X(target_connect_timeout_total, counter, connect_timeout, "Connect attempts that timed out")
+    X(target_connect_timeout_total, counter, connect_timeout, "Connect attempts that timed out")   \
+    X(target_rx_bytes_total, counter, rx_bytes, "Bytes read from clients of its connections")      \
+    X(target_tx_bytes_total, counter, tx_bytes, "Bytes written to clients of its connections")
 
 /* What a target's check says, as numbers. */
 #define TARGET_CHECK_METRICS(X)                                                                    \

@@ -126,6 +126,7 @@ struct gw_session {
     uint64_t rx, tx;
     int64_t rx_buffered, tx_buffered;       /* what this session adds to the gauges now */
     bool target_counted;                    /* in its target's cx_active */
+    struct gw_target_stats *tst;            /* its target's counters, once connected */
     bool held_total, held_source, held_api; /* slots taken of the connection limits */
     int held_target;                        /* the target whose slot it holds, or -1 */
     bool flushing_up;                       /* in upstream_flush_active */
@@ -607,6 +608,8 @@ static bool relay(struct gw_session *s, struct bufferevent *src, struct bufferev
     if (src == s->cli) {
         s->rx += n;
         GW_STAT_ADD(s->st, rx_bytes, (int64_t)n);
+        if (s->tst != NULL)
+            GW_STAT_ADD(s->tst, rx_bytes, (int64_t)n);
     }
     s->active_ms = gw_now_ms();
     if (!d->paused && evbuffer_get_length(out) >= GW_RELAY_HIGH_WATERMARK) {
@@ -635,6 +638,8 @@ static void on_output_drained(struct evbuffer *buf, const struct evbuffer_cb_inf
     if (s->cli != NULL && buf == bufferevent_get_output(s->cli)) {
         s->tx += info->n_deleted;
         GW_STAT_ADD(s->st, tx_bytes, (int64_t)info->n_deleted);
+        if (s->tst != NULL)
+            GW_STAT_ADD(s->tst, tx_bytes, (int64_t)info->n_deleted);
     }
     sync_buffered(s);
 }
@@ -847,9 +852,11 @@ static void plain_moved(void *arg, enum gw_relay_side from, size_t nread, size_t
     if (from == GW_RELAY_CLIENT) {
         s->rx += nread;
         GW_STAT_ADD(s->st, rx_bytes, (int64_t)nread);
+        GW_STAT_ADD(s->tst, rx_bytes, (int64_t)nread);
     } else {
         s->tx += nwritten;
         GW_STAT_ADD(s->st, tx_bytes, (int64_t)nwritten);
+        GW_STAT_ADD(s->tst, tx_bytes, (int64_t)nwritten);
     }
     s->active_ms = gw_now_ms();
     sync_buffered(s);
@@ -934,6 +941,7 @@ static void start_plain_relay(struct gw_session *s)
     }
     s->rx += first;
     GW_STAT_ADD(s->st, rx_bytes, (int64_t)first);
+    GW_STAT_ADD(s->tst, rx_bytes, (int64_t)first);
     sync_buffered(s);
     arm_timer(s);
 }
@@ -961,6 +969,7 @@ static void connected(struct gw_session *s)
     GW_STAT_ADD(ts, cx_total, 1);
     GW_STAT_ADD(ts, cx_active, 1);
     s->target_counted = true;
+    s->tst = ts;
     set_nodelay(bufferevent_getfd(s->up));
     gw_debug("api_id=%s connected to %s (attempt %u)", api_id(s), u->name, s->attempt);
     if (s->api->def->ext.send_proxy_protocol && !s->proxy_sent)

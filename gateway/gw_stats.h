@@ -52,7 +52,9 @@ struct gw_api_stats {
     X(cx_total, "connections established to the target")                                           \
     X(cx_active, "connections open to the target now")                                             \
     X(connect_fail, "connect attempts to the target that failed")                                  \
-    X(connect_timeout, "connect attempts to the target that timed out")
+    X(connect_timeout, "connect attempts to the target that timed out")                            \
+    X(rx_bytes, "bytes read from clients of the target's connections")                             \
+    X(tx_bytes, "bytes written to clients of the target's connections")
 
 struct gw_target_stats {
 #define GW_STAT_FIELD(name, desc) int64_t name;

@@ -7,10 +7,15 @@ set -euo pipefail
 packages=(
     # build
     cmake make gcc pkg-config clang-format
+    # the fuzz targets (make fuzz): clang, and compiler-rt for libFuzzer and the
+    # sanitizers, which clang only recommends
+    clang libclang-rt-dev
     libssl-dev libevent-dev libjansson-dev libhiredis-dev libcmocka-dev
     # peers for the tests, the examples and the benchmarks
     python3 openssl redis-server redis-sentinel redis-tools haproxy nginx libnginx-mod-stream
     iperf3 procps
+    # the status page's test renders the page in a headless browser
+    chromium
 )
 if [[ "${1:-}" == bench ]]; then
     packages+=(gnuplot-nox) # the chart of tests/bench/bench.py
