@@ -293,8 +293,11 @@ struct gw_admin *gw_admin_new(struct event_base *base, const struct gw_config *c
     evhttp_set_timeout(a->http, 10);
     evhttp_set_max_headers_size(a->http, 16384);
     evhttp_set_max_body_size(a->http, 65536);
+    /* Every method reaches the handler, which answers all but GET with 405. */
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     if (evhttp_bind_socket_with_handle(a->http, host, (ev_uint16_t)cfg->control_api_port) == NULL) {
         snprintf(err, errlen, "admin API: cannot listen on %s:%d", host, cfg->control_api_port);
         gw_admin_free(a);

@@ -246,7 +246,7 @@ int gw_config_parse(struct gw_config *cfg, const char *file, const char *json, s
                          &cfg->max_connections) == 0 &&
             (cfg->max_connections < 0 || cfg->max_connections > 100000000))
             api_json_err(&c, API_EXT_KEY ".max_connections",
-                         "must be between 0 (from the descriptor limit) and 100000000");
+                         "must be between 0 (no limit) and 100000000");
         get_small_int(&c, ext, "max_connections_per_source",
                       API_EXT_KEY ".max_connections_per_source", 0, 10000000,
                       &cfg->max_connections_per_source);

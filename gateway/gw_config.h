@@ -50,7 +50,7 @@ struct gw_config {
     int proxy_header_max;           /* bytes an inbound PROXY header may span */
     int cert_chain_max;             /* bytes a client's certificate chain may take */
     int max_pipes;                  /* per worker, for splice(); 0 = no splice */
-    int64_t max_connections;        /* gateway-wide; 0 = from RLIMIT_NOFILE */
+    int64_t max_connections;        /* gateway-wide; 0 = the descriptor limit only */
     int max_connections_per_source; /* per client IP; 0 = no limit */
     bool strict_key_permissions;    /* refuse private keys others may read */
     char *user, *group;             /* drop to these after binding; "" = stay */

@@ -149,13 +149,14 @@ static enum step flush(struct gw_relay *r, int i)
             continue;
         if (w < 0)
             return would_block() ? STEP_WAIT : STEP_DST_FAILED;
-        r->ops->moved(r->arg, (enum gw_relay_side)i, 0, (size_t)w);
         if (d->inpipe > 0) {
             d->inpipe -= (size_t)w;
         } else {
             d->off += (size_t)w;
             d->len -= (size_t)w;
         }
+        /* After the state moved: the callback may ask what is still owed. */
+        r->ops->moved(r->arg, (enum gw_relay_side)i, 0, (size_t)w);
     }
     free(d->buf);
     d->buf = NULL;
@@ -204,7 +205,6 @@ static enum step read_once(struct gw_relay *r, int i, size_t *moved)
         return STEP_DST_FAILED;
     if (w < 0)
         w = 0;
-    r->ops->moved(r->arg, (enum gw_relay_side)i, (size_t)n, (size_t)w);
     size_t left = (size_t)(n - w);
     if (spliced) {
         d->inpipe = left;
@@ -217,6 +217,7 @@ static enum step read_once(struct gw_relay *r, int i, size_t *moved)
         memcpy(d->buf, r->pool->scratch + w, left);
         d->len = left;
     }
+    r->ops->moved(r->arg, (enum gw_relay_side)i, (size_t)n, (size_t)w);
     if (left > 0)
         return STEP_WAIT;
     /* A short TCP read emptied the socket, and with edge-triggered events a

@@ -826,10 +826,8 @@ int gw_run(const struct gw_config *cfg)
             goto out;
         }
     }
-    gw_info("tcpgate %s started: %d workers, %zu definitions on %zu ports, at most %lld "
-            "connections",
-            TCPGATE_VERSION, rt.nworkers, rt.snap->napis, listening,
-            (long long)rt.snap->max_connections);
+    gw_info("tcpgate %s started: %d workers, %zu definitions on %zu ports", TCPGATE_VERSION,
+            rt.nworkers, rt.snap->napis, listening);
     notify("READY=1");
 
     event_base_dispatch(rt.control);

@@ -130,6 +130,7 @@ struct gw_session {
     bool held_total, held_source, held_api; /* slots taken of the connection limits */
     int held_target;                        /* the target whose slot it holds, or -1 */
     bool flushing_up;                       /* in upstream_flush_active */
+    bool flushed;      /* a side failed and all it sent was delivered: close with FIN */
     int first_eof;     /* 0: the client's FIN came first, 1: the upstream's, -1 */
     char *sni;         /* the client's server name; NULL when none */
     char *alpn;        /* the protocol negotiated with the client; NULL when none */
@@ -251,15 +252,18 @@ static void describe_tls(const char *label, struct bufferevent *bev, char *buf, 
 }
 
 /* Frees one side. A stream cut short reaches the peer as a reset, not as a
- * clean end: after the other side failed, or when queued bytes are dropped. */
-static void close_side(struct bufferevent *bev, struct evbuffer_cb_entry *cb, enum end_reason why)
+ * clean end: after the other side failed (unless everything it sent was
+ * delivered: a reset would make the peer's kernel drop what its application
+ * has not read yet), or when queued bytes are dropped. */
+static void close_side(struct bufferevent *bev, struct evbuffer_cb_entry *cb, enum end_reason why,
+                       bool flushed)
 {
     if (bev == NULL)
         return;
     struct evbuffer *out = bufferevent_get_output(bev);
     if (cb != NULL)
         evbuffer_remove_cb_entry(out, cb);
-    bool cut = why == END_CLIENT_ERROR || why == END_UPSTREAM_ERROR ||
+    bool cut = ((why == END_CLIENT_ERROR || why == END_UPSTREAM_ERROR) && !flushed) ||
                (why != END_CLOSED && evbuffer_get_length(out) > 0);
     evutil_socket_t fd = bufferevent_getfd(bev);
     if (cut && fd >= 0) {
@@ -276,26 +280,29 @@ static void stop_fd_wait(struct gw_session *s)
     s->fd_waiting = false;
 }
 
-/* Appends a JSON string (or null) to buf at *n, escaped. */
-static void json_str(char *buf, size_t len, size_t *n, const char *key, const char *v)
+/* Appends `,"key":"value"` (or null) to out, the value escaped for JSON. */
+static void json_str(struct evbuffer *out, const char *key, const char *v)
 {
-    if (*n >= len)
-        return;
     if (v == NULL) {
-        *n += (size_t)snprintf(buf + *n, len - *n, ",\"%s\":null", key);
+        evbuffer_add_printf(out, ",\"%s\":null", key);
         return;
     }
-    *n += (size_t)snprintf(buf + *n, len - *n, ",\"%s\":\"", key);
-    for (const unsigned char *c = (const unsigned char *)v; *c != '\0' && *n + 8 < len; c++) {
+    evbuffer_add_printf(out, ",\"%s\":\"", key);
+    const char *run = v; /* bytes that need no escape go out in runs */
+    for (const unsigned char *c = (const unsigned char *)v;; c++) {
+        bool esc = *c == '"' || *c == '\\' || (*c < 0x20 && *c != '\0') || *c == 0x7f;
+        if (!esc && *c != '\0')
+            continue;
+        evbuffer_add(out, run, (size_t)((const char *)c - run));
+        if (*c == '\0')
+            break;
         if (*c == '"' || *c == '\\')
-            *n += (size_t)snprintf(buf + *n, len - *n, "\\%c", *c);
-        else if (*c < 0x20 || *c == 0x7f)
-            *n += (size_t)snprintf(buf + *n, len - *n, "\\u%04x", *c);
+            evbuffer_add_printf(out, "\\%c", *c);
         else
-            buf[(*n)++] = (char)*c;
+            evbuffer_add_printf(out, "\\u%04x", *c);
+        run = (const char *)c + 1;
     }
-    if (*n + 1 < len)
-        buf[(*n)++] = '"';
+    evbuffer_add(out, "\"", 1);
 }
 
 static void tls_names(struct bufferevent *bev, const char **version, const char **cipher)
@@ -311,7 +318,10 @@ static void tls_names(struct bufferevent *bev, const char **version, const char 
 /* The access log's line: one JSON object per connection. */
 static void access_log(struct gw_session *s, enum end_reason why)
 {
-    char buf[2048], client[INET6_ADDRSTRLEN + 16], when[40];
+    char client[INET6_ADDRSTRLEN + 16], when[40];
+    struct evbuffer *out = evbuffer_new();
+    if (out == NULL)
+        return;
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     int64_t duration = gw_now_ms() - s->started_ms;
@@ -328,30 +338,25 @@ static void access_log(struct gw_session *s, enum end_reason why)
     const char *tv, *tc, *uv, *uc;
     tls_names(s->cli, &tv, &tc);
     tls_names(s->up, &uv, &uc);
-    size_t n = (size_t)snprintf(buf, sizeof(buf), "{\"time\":\"%s\",\"duration_ms\":%lld", when,
-                                (long long)duration);
-    json_str(buf, sizeof(buf), &n, "client", client);
-    if (n < sizeof(buf))
-        n += (size_t)snprintf(buf + n, sizeof(buf) - n, ",\"listen_port\":%d", s->port->port);
-    json_str(buf, sizeof(buf), &n, "api_id", s->api != NULL ? s->api->def->api_id : NULL);
-    json_str(buf, sizeof(buf), &n, "sni", s->sni);
-    json_str(buf, sizeof(buf), &n, "tls_version", tv);
-    json_str(buf, sizeof(buf), &n, "tls_cipher", tc);
-    json_str(buf, sizeof(buf), &n, "alpn", s->alpn);
-    json_str(buf, sizeof(buf), &n, "target",
-             s->api != NULL && s->attempt > 0 ? s->api->ups[s->ups].label : NULL);
-    json_str(buf, sizeof(buf), &n, "upstream_tls_version", uv);
-    json_str(buf, sizeof(buf), &n, "upstream_tls_cipher", uc);
-    if (n < sizeof(buf))
-        n += (size_t)snprintf(buf + n, sizeof(buf) - n,
-                              ",\"attempts\":%u,\"rx_bytes\":%llu,\"tx_bytes\":%llu", s->attempt,
-                              (unsigned long long)s->rx, (unsigned long long)s->tx);
-    json_str(buf, sizeof(buf), &n, "end", end);
-    json_str(buf, sizeof(buf), &n, "error", s->error);
-    if (n + 1 < sizeof(buf)) {
-        buf[n++] = '}';
-        gw_access_log_write(s->env.access_log, buf, n);
-    }
+    evbuffer_add_printf(out, "{\"time\":\"%s\",\"duration_ms\":%lld", when, (long long)duration);
+    json_str(out, "client", client);
+    evbuffer_add_printf(out, ",\"listen_port\":%d", s->port->port);
+    json_str(out, "api_id", s->api != NULL ? s->api->def->api_id : NULL);
+    json_str(out, "sni", s->sni);
+    json_str(out, "tls_version", tv);
+    json_str(out, "tls_cipher", tc);
+    json_str(out, "alpn", s->alpn);
+    json_str(out, "target", s->api != NULL && s->attempt > 0 ? s->api->ups[s->ups].label : NULL);
+    json_str(out, "upstream_tls_version", uv);
+    json_str(out, "upstream_tls_cipher", uc);
+    evbuffer_add_printf(out, ",\"attempts\":%u,\"rx_bytes\":%llu,\"tx_bytes\":%llu", s->attempt,
+                        (unsigned long long)s->rx, (unsigned long long)s->tx);
+    json_str(out, "end", end);
+    json_str(out, "error", s->error);
+    evbuffer_add(out, "}", 1);
+    size_t n = evbuffer_get_length(out);
+    gw_access_log_write(s->env.access_log, (const char *)evbuffer_pullup(out, -1), n);
+    evbuffer_free(out);
 }
 
 static void release_target(struct gw_session *s)
@@ -415,11 +420,12 @@ static void session_close(struct gw_session *s, enum end_reason why)
         else if (why == END_UPSTREAM_DOWN)
             GW_STAT_ADD(s->st, closed_on_down, 1);
     }
-    close_side(s->cli, s->cli_out_cb, why);
-    close_side(s->up, s->up_out_cb, why);
-    gw_relay_free(s->relay, why == END_CLOSED                                      ? GW_RELAY_CLEAN
-                            : why == END_CLIENT_ERROR || why == END_UPSTREAM_ERROR ? GW_RELAY_RESET
-                                                                                   : GW_RELAY_STOP);
+    close_side(s->cli, s->cli_out_cb, why, s->flushed);
+    close_side(s->up, s->up_out_cb, why, s->flushed);
+    bool error = (why == END_CLIENT_ERROR || why == END_UPSTREAM_ERROR) && !s->flushed;
+    gw_relay_free(s->relay, why == END_CLOSED ? GW_RELAY_CLEAN
+                            : error           ? GW_RELAY_RESET
+                                              : GW_RELAY_STOP);
     SSL_free(s->up_ssl);
     if (s->timer != NULL)
         event_free(s->timer);
@@ -674,8 +680,10 @@ static void on_write(struct bufferevent *bev, void *arg)
         return;
     if (s->failure != END_NONE) {
         /* The other side failed; this one was flushing what it had sent. */
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            s->flushed = true;
             session_close(s, s->failure);
+        }
         return;
     }
     struct bufferevent *src = bev == s->up ? s->cli : s->up;
@@ -893,6 +901,7 @@ static void plain_failed(void *arg, enum gw_relay_side side, bool flushing)
 static void plain_done(void *arg)
 {
     struct gw_session *s = arg;
+    s->flushed = s->failure != END_NONE; /* a failed side's bytes all went */
     session_close(s, s->failure != END_NONE ? s->failure : END_CLOSED);
 }
 

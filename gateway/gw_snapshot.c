@@ -10,7 +10,6 @@
 #include "gw_clienthello.h"
 #include "hc_script.h"
 
-#include <sys/resource.h>
 #include "gw_log.h"
 
 static int resolve(struct gw_upstream *u, char *err, size_t errlen)
@@ -452,17 +451,6 @@ void gw_port_stats_sum(const struct gw_port_stats *slots, int count, struct gw_p
     }
 }
 
-int64_t gw_default_max_connections(void)
-{
-    /* A connection holds two descriptors; some are kept for listeners,
-     * checks, pipes and logs. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
-        return 100000;
-    int64_t n = ((int64_t)rl.rlim_cur - 64) / 2;
-    return n > 1 ? n : 1;
-}
-
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port)
 {
     for (size_t i = 0; i < s->nports; i++)
@@ -558,8 +546,7 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
     if (reg == NULL && (reg = s->own_registry = gw_registry_new(nworkers)) == NULL)
         abort();
     s->active_total = gw_registry_counter(reg, "active:gateway");
-    s->max_connections =
-        tls->cfg->max_connections > 0 ? tls->cfg->max_connections : gw_default_max_connections();
+    s->max_connections = tls->cfg->max_connections;
     s->max_per_source = tls->cfg->max_connections_per_source;
     s->sources = tls->sources;
     s->apis = calloc(s->set.count ? s->set.count : 1, sizeof(*s->apis));

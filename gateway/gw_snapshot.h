@@ -150,7 +150,7 @@ struct gw_snapshot {
     struct gw_registry *own_registry; /* when the build env brought none */
     /* Limits across the gateway. */
     int64_t *active_total;      /* open connections, all workers */
-    int64_t max_connections;    /* gateway-wide */
+    int64_t max_connections;    /* gateway-wide; 0: the descriptor limit only */
     int max_per_source;         /* 0: no limit */
     struct gw_sources *sources; /* borrowed from the runtime */
 };
@@ -164,10 +164,6 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
 
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
 void gw_snapshot_unref(struct gw_snapshot *s);
-
-/* The gateway-wide connection limit when the config sets none: what the
- * descriptor limit (RLIMIT_NOFILE) allows, at two descriptors a connection. */
-int64_t gw_default_max_connections(void);
 
 /* The port entry for a listening port, or NULL. */
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port);

@@ -422,6 +422,15 @@ class BlackholeListener:
 # ---- the gateway --------------------------------------------------------------
 
 
+def metric_key(name, **labels):
+    """The key of one sample in Gateway.metrics(): 'tcpgate_NAME{k="v",...}',
+    labels in the order given (the gateway's order: api_id, target; port,
+    reason)."""
+    if not labels:
+        return "tcpgate_" + name
+    return "tcpgate_%s{%s}" % (name, ",".join('%s="%s"' % kv for kv in labels.items()))
+
+
 def definition(api_id, port, target=None, targets=None, ext=None, **extra):
     """A Tyk classic TCP definition; targets (a list) enables load balancing."""
     proxy = {}
@@ -560,6 +569,27 @@ class Gateway:
                 key, _, value = line.rpartition(" ")
                 out[key] = float(value)
         return out
+
+    def wait_metrics(self, want, secret=None, timeout=5.0):
+        """Polls /metrics until every key of want ({key: value}, or
+        {key: predicate}) holds; returns the last metrics dict. Fails with
+        the values that did not hold after timeout. Counters are summed from
+        the workers when read, so a value may trail the event by a moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.metrics(secret)
+            bad = {}
+            for key, expect in want.items():
+                value = m.get(key)
+                ok = expect(value) if callable(expect) else value == expect
+                if not ok:
+                    bad[key] = value
+            if not bad:
+                return m
+            if time.monotonic() >= deadline:
+                raise AssertionError("metrics after %.1f s: %r (wanted %r)"
+                                     % (timeout, bad, {k: want[k] for k in bad}))
+            time.sleep(0.05)
 
     @property
     def pid(self):
