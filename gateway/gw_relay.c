@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -101,12 +102,16 @@ static bool pipe_get(struct gw_relay_pool *p, struct dir *d)
     return true;
 }
 
-/* Returns d's pipe. One that still holds bytes cannot be reused. */
+/* Returns d's pipe. One that still holds bytes cannot be reused: they would
+ * reach another connection's peer. The kernel is asked as well, since a
+ * pipe goes back to the pool only when a direction falls idle. */
 static void pipe_put(struct gw_relay_pool *p, struct dir *d)
 {
     if (d->pipe[0] < 0)
         return;
-    if (d->inpipe == 0 && p->nidle < POOL_KEEP) {
+    int queued = -1;
+    if (d->inpipe == 0 && p->nidle < POOL_KEEP && ioctl(d->pipe[0], FIONREAD, &queued) == 0 &&
+        queued == 0) {
         p->idle[p->nidle][0] = d->pipe[0];
         p->idle[p->nidle][1] = d->pipe[1];
         p->nidle++;
@@ -194,6 +199,8 @@ static enum step read_once(struct gw_relay *r, int i, size_t *moved)
     }
     *moved += (size_t)n;
     d->bulk = spliced ? n >= SPLICE_MIN : n == CHUNK;
+    if (spliced)
+        d->inpipe = (size_t)n; /* counted at once: if dst fails, the pipe is not reused */
     ssize_t w;
     do {
         if (spliced)

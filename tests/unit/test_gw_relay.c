@@ -305,6 +305,76 @@ static void test_upstream_reset(void **state)
     stop(f, GW_RELAY_RESET);
 }
 
+/* Streams n bytes from the client application to the server end and checks
+ * them: a pattern seeded by `seed`, so bytes from another stream show. */
+static void stream_and_check(struct fixture *f, size_t n, unsigned seed)
+{
+    unsigned char *out = malloc(n), *in = malloc(n);
+    assert_non_null(out);
+    assert_non_null(in);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (unsigned char)(i * 13 + seed + i / 977);
+    size_t sent = 0, got = 0;
+    int64_t end = now_ms() + 10000;
+    while (got < n && now_ms() < end) {
+        if (sent < n) {
+            ssize_t w = send(f->app, out + sent, n - sent, 0);
+            if (w > 0)
+                sent += (size_t)w;
+        }
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+        ssize_t r = recv(f->srv, in + got, n - got, 0);
+        if (r > 0)
+            got += (size_t)r;
+    }
+    assert_int_equal(got, n);
+    assert_memory_equal(in, out, n);
+    free(out);
+    free(in);
+}
+
+/* After a connection fails in the middle of a bulk transfer, the next one on
+ * the same pool gets exactly its own bytes: no pipe comes back from the
+ * pool holding another connection's. */
+static void test_failed_splice_leaves_no_bytes_behind(void **state)
+{
+    (void)state;
+    struct fixture *a = start(1, NULL, NULL);
+    struct gw_relay_pool *shared = a->pool;
+    stream_and_check(a, 1u << 20, 1); /* bulk: the relay splices through the pool's pipe */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(a->srv, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(a->srv);
+    a->srv = -1;
+    unsigned char junk[65536];
+    memset(junk, 0xEE, sizeof(junk));
+    for (int i = 0; i < 200 && a->failed_side < 0; i++) {
+        if (send(a->app, junk, sizeof(junk), MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+            break;
+        event_base_loop(a->base, EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+    assert_true(a->failed_side >= 0);
+    gw_relay_free(a->relay, GW_RELAY_RESET);
+    a->relay = NULL;
+    /* A second connection on the same worker's pool. */
+    struct fixture *b = calloc(1, sizeof(*b));
+    assert_non_null(b);
+    b->failed_side = -1;
+    b->base = a->base;
+    int gw_cli, gw_up;
+    tcp_pair(&b->app, &gw_cli);
+    tcp_pair(&gw_up, &b->srv);
+    b->relay = gw_relay_new(b->base, shared, gw_cli, gw_up, NULL, 0, NULL, 0, &ops, b);
+    assert_non_null(b->relay);
+    stream_and_check(b, 4u << 20, 7);
+    gw_relay_free(b->relay, GW_RELAY_CLEAN);
+    close(b->app);
+    close(b->srv);
+    free(b);
+    stop(a, GW_RELAY_RESET);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_bulk_copy),
         cmocka_unit_test(test_bulk_splice),
         cmocka_unit_test(test_upstream_reset),
+        cmocka_unit_test(test_failed_splice_leaves_no_bytes_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
