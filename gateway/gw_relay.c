@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,6 +27,8 @@ struct gw_relay_pool {
     char *scratch; /* CHUNK bytes */
     int max_pipes; /* in use at once; 0 = no splice */
     int in_use;
+    int fd_ceiling;    /* a pipe whose descriptors land above this is not kept */
+    bool short_of_fds; /* connections wait for descriptors: pipes give theirs up */
     int nidle;
     int idle[POOL_KEEP][2];
 };
@@ -67,17 +70,39 @@ struct gw_relay_pool *gw_relay_pool_new(int max_pipes)
         return NULL;
     }
     p->max_pipes = max_pipes > 0 ? max_pipes : 0;
+    /* Pipes are a saving; connections are the service. Descriptors are given
+     * out lowest first, so one numbered in the top eighth of the limit means
+     * the process is nearly out: no pipe takes two more then. */
+    struct rlimit rl;
+    long limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                     ? (long)rl.rlim_cur
+                     : 1L << 20;
+    p->fd_ceiling = (int)(limit - (limit / 8 > 64 ? limit / 8 : 64));
     return p;
+}
+
+/* Closes the idle pipes the pool keeps. */
+static void drop_idle(struct gw_relay_pool *p)
+{
+    for (int i = 0; i < p->nidle; i++) {
+        close(p->idle[i][0]);
+        close(p->idle[i][1]);
+    }
+    p->nidle = 0;
+}
+
+void gw_relay_pool_short_of_fds(struct gw_relay_pool *p, bool short_of_fds)
+{
+    p->short_of_fds = short_of_fds;
+    if (short_of_fds)
+        drop_idle(p);
 }
 
 void gw_relay_pool_free(struct gw_relay_pool *p)
 {
     if (p == NULL)
         return;
-    for (int i = 0; i < p->nidle; i++) {
-        close(p->idle[i][0]);
-        close(p->idle[i][1]);
-    }
+    drop_idle(p);
     free(p->scratch);
     free(p);
 }
@@ -88,13 +113,18 @@ static bool pipe_get(struct gw_relay_pool *p, struct dir *d)
 {
     if (d->pipe[0] >= 0)
         return true;
-    if (p->in_use >= p->max_pipes)
+    if (p->in_use >= p->max_pipes || p->short_of_fds)
         return false;
     if (p->nidle > 0) {
         p->nidle--;
         d->pipe[0] = p->idle[p->nidle][0];
         d->pipe[1] = p->idle[p->nidle][1];
     } else if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        d->pipe[0] = d->pipe[1] = -1;
+        return false;
+    } else if (d->pipe[1] >= p->fd_ceiling) {
+        close(d->pipe[0]);
+        close(d->pipe[1]);
         d->pipe[0] = d->pipe[1] = -1;
         return false;
     }
@@ -110,8 +140,8 @@ static void pipe_put(struct gw_relay_pool *p, struct dir *d)
     if (d->pipe[0] < 0)
         return;
     int queued = -1;
-    if (d->inpipe == 0 && p->nidle < POOL_KEEP && ioctl(d->pipe[0], FIONREAD, &queued) == 0 &&
-        queued == 0) {
+    if (d->inpipe == 0 && p->nidle < POOL_KEEP && !p->short_of_fds &&
+        ioctl(d->pipe[0], FIONREAD, &queued) == 0 && queued == 0) {
         p->idle[p->nidle][0] = d->pipe[0];
         p->idle[p->nidle][1] = d->pipe[1];
         p->nidle++;

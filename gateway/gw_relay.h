@@ -29,6 +29,12 @@ struct gw_relay_pool;
 struct gw_relay_pool *gw_relay_pool_new(int max_pipes);
 void gw_relay_pool_free(struct gw_relay_pool *pool);
 
+/* While connections wait for a descriptor, the pool closes its idle pipes,
+ * takes no new ones and closes those given back, so that splice never costs
+ * a connection. Pipes are also refused when their descriptors would be in
+ * the top eighth of RLIMIT_NOFILE. */
+void gw_relay_pool_short_of_fds(struct gw_relay_pool *pool, bool short_of_fds);
+
 enum gw_relay_side { GW_RELAY_CLIENT = 0, GW_RELAY_UPSTREAM = 1 };
 
 struct gw_relay_ops {

@@ -76,6 +76,7 @@ static void on_fd_wait(void *arg, int delta, int err)
 {
     struct gw_worker *w = arg;
     w->fd_waiters += delta;
+    gw_relay_pool_short_of_fds(w->pool, w->fd_waiters > 0);
     if (delta > 0)
         pause_accepting(w, err, "upstream socket");
 }
@@ -108,6 +109,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         evtimer_add(l->retry, &tv);
         return;
     }
+    gw_relay_pool_short_of_fds(l->w->pool, false);
     evconnlistener_enable(l->lev);
 }
 
@@ -141,7 +143,10 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
     (void)lev;
     struct listener *l = arg;
-    pause_accepting(l->w, EVUTIL_SOCKET_ERROR(), "accept");
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err == EMFILE || err == ENFILE)
+        gw_relay_pool_short_of_fds(l->w->pool, true); /* until accepting resumes */
+    pause_accepting(l->w, err, "accept");
 }
 
 static void close_listeners(struct gw_worker *w)
