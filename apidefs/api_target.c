@@ -189,6 +189,16 @@ int api_cidr_parse(const char *s, struct api_cidr *out, char *err, size_t errlen
         }
         out->prefix = (unsigned)p;
     }
+    /* A v4-mapped block ("::ffff:10.0.0.0/104") is an IPv4 block: peers are
+     * compared as IPv4 however the socket shows them (api_cidr_contains), so
+     * kept as IPv6 it would match no one. */
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (out->family == AF_INET6 && out->prefix >= 96 && memcmp(out->bytes, mapped, 12) == 0) {
+        memmove(out->bytes, out->bytes + 12, 4);
+        memset(out->bytes + 4, 0, 12);
+        out->family = AF_INET;
+        out->prefix -= 96;
+    }
     return 0;
 }
 

@@ -172,6 +172,12 @@ enum gw_ch_status gw_client_hello_parse(const uint8_t *buf, size_t len, size_t c
     uint8_t hs[HS_MAX];
     size_t hlen = 0, pos = 0;
     for (;;) {
+        /* A record header that cannot fit under the cap means the ClientHello
+         * cannot end within it, whatever the header says. Judged before the
+         * header's bytes, so that the header cut short and the header whole
+         * reach the same verdict. */
+        if (pos + REC_HEADER > cap)
+            return fail(err, errlen, GW_CH_TOO_LARGE, "ClientHello larger than the cap");
         /* Judge a record header as soon as its bytes arrive. */
         if (pos < len && buf[pos] != 0x16)
             return fail(err, errlen, pos == 0 ? GW_CH_NOT_TLS : GW_CH_MALFORMED,
@@ -181,8 +187,7 @@ enum gw_ch_status gw_client_hello_parse(const uint8_t *buf, size_t len, size_t c
             return fail(err, errlen, pos == 0 ? GW_CH_NOT_TLS : GW_CH_MALFORMED,
                         "not a TLS record version");
         if (pos + REC_HEADER > len)
-            return pos + REC_HEADER > cap ? fail(err, errlen, GW_CH_TOO_LARGE, "too large")
-                                          : GW_CH_NEED_MORE;
+            return GW_CH_NEED_MORE;
         size_t rlen = (size_t)buf[pos + 3] << 8 | buf[pos + 4];
         if (rlen == 0 || rlen > REC_MAX)
             return fail(err, errlen, GW_CH_MALFORMED, "bad record length");

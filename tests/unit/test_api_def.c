@@ -792,6 +792,92 @@ static void test_check_errors(void **state)
                  "uptime_tests.check_list[0]", "expected an object");
 }
 
+/* Parses a definition with one check command of `kind` and `message`. */
+static void expect_regex_error(const char *kind, const char *message, const char *needle)
+{
+    char sq[512];
+    snprintf(sq, sizeof(sq),
+             "{'listen_port': 1, 'protocol': 'tcp', 'proxy': {'target_url': 'h:1'},"
+             " 'uptime_tests': {'check_list': [{'url': 'h:1', 'commands':"
+             " [{'name': '%s', 'message': '%s'}]}]}}",
+             kind, message);
+    expect_error(sq, "uptime_tests.check_list[0].commands[0].message", needle);
+}
+
+/* A definition whose expect_regex would exhaust regcomp is rejected before
+ * regcomp sees it. (Found by the fuzz targets: "a{1,32767}", ten bytes, took
+ * about 6 GB and 7 s in glibc's regcomp; patterns of a few dozen bytes
+ * chaining groups that can match nothing, or stacking '?' and '+', took over
+ * a minute; at every load and reload of the definition.) Ordinary patterns,
+ * intervals included, still load. */
+static void test_regex_size_limits(void **state)
+{
+    (void)state;
+    static const char *const too_large[] = {"a{1,32767}",     "(a{1,100}){1,100}", "x{1001}",
+                                            "(ab|cd){1,400}", "(a+){600}",         "(a?){1000}"};
+    for (size_t i = 0; i < sizeof(too_large) / sizeof(too_large[0]); i++)
+        expect_regex_error("expect_regex", too_large[i], "too large");
+    static const char *const too_many_groups[] = {"((a?)*|(b?)?){1,14}", "(ab){17}",
+                                                  "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"
+                                                  "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"};
+    for (size_t i = 0; i < sizeof(too_many_groups) / sizeof(too_many_groups[0]); i++)
+        expect_regex_error("expect_not_regex", too_many_groups[i], "groups");
+    static const char *const stacked[] = {"a??", "a*+", "a+{2}", "a{2}{3}",
+                                          "0?z????????????????????????++++??+?????"};
+    for (size_t i = 0; i < sizeof(stacked) / sizeof(stacked[0]); i++)
+        expect_regex_error("expect_regex", stacked[i], "in a row");
+    /* 17 nested groups: regcomp's parser recurses once per group. */
+    char deep[128] = "";
+    for (int i = 0; i < API_REGEX_MAX_GROUPS + 1; i++)
+        strcat(deep, "(");
+    strcat(deep, "a");
+    for (int i = 0; i < API_REGEX_MAX_GROUPS + 1; i++)
+        strcat(deep, ")");
+    expect_regex_error("expect_regex", deep, "groups");
+
+    char err[256];
+    static const char *const fine[] = {"role:(master|primary)",
+                                       "^\\+PONG\r?$",
+                                       "([0-9]{1,3}[.]){3}[0-9]{1,3}",
+                                       "[[:digit:]]{1,5}",
+                                       "x{400}",
+                                       "(a{1,10}){1,16}",
+                                       "[]{]{99}",
+                                       "a{,200}b{200,}",
+                                       "(ab){16}",
+                                       "a{",
+                                       "{5}",
+                                       "(",
+                                       ")",
+                                       "a|{2}",
+                                       "(a*)?",
+                                       "a{2}b{3}",
+                                       "a{x}?"};
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
+        if (api_regex_check(fine[i], err, sizeof(err)) != 0)
+            fail_msg("\"%s\" should pass the size check, got: %s", fine[i], err);
+    /* 16 nested groups are fine. */
+    deep[0] = '\0';
+    for (int i = 0; i < API_REGEX_MAX_GROUPS; i++)
+        strcat(deep, "(");
+    strcat(deep, "a");
+    for (int i = 0; i < API_REGEX_MAX_GROUPS; i++)
+        strcat(deep, ")");
+    assert_int_equal(api_regex_check(deep, err, sizeof(err)), 0);
+    /* A definition with an interval loads. */
+    struct api_diags d = {0};
+    struct api_def *def =
+        parse_sq("a.json",
+                 "{'listen_port': 1, 'protocol': 'tcp', 'proxy': {'target_url': 'h:1'},"
+                 " 'uptime_tests': {'check_list': [{'url': 'h:1', 'commands':"
+                 " [{'name': 'expect_regex', 'message': '([0-9]{1,3}[.]){3}[0-9]{1,3}'}]}]}}",
+                 &d);
+    assert_non_null(def);
+    assert_int_equal(d.count, 0);
+    api_def_free(def);
+    api_diags_free(&d);
+}
+
 static void test_field_type_errors(void **state)
 {
     (void)state;
@@ -971,6 +1057,7 @@ int main(void)
         cmocka_unit_test(test_extension_errors),
         cmocka_unit_test(test_extension_edge_values),
         cmocka_unit_test(test_check_errors),
+        cmocka_unit_test(test_regex_size_limits),
         cmocka_unit_test(test_field_type_errors),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_tyk_docs_health_check_snippet_invalid),

@@ -1,4 +1,7 @@
-/* Unit tests for apidefs/api_target.c: upstream and check addresses. */
+/* Unit tests for apidefs/api_target.c: upstream and check addresses, and the
+ * address blocks of proxy_protocol_trusted. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -207,6 +210,51 @@ static void test_scheme_name(void **state)
     assert_string_equal(api_scheme_name(API_SCHEME_TLS), "tls");
 }
 
+/* Whether the block `cidr` contains the address `ip` (IPv4 or IPv6 text). */
+static bool cidr_has(const char *cidr, const char *ip)
+{
+    struct api_cidr c;
+    char err[256] = "";
+    if (api_cidr_parse(cidr, &c, err, sizeof(err)) != 0)
+        fail_msg("\"%s\" should parse, got error: %s", cidr, err);
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+    memset(&in, 0, sizeof(in));
+    memset(&in6, 0, sizeof(in6));
+    in.sin_family = AF_INET;
+    in6.sin6_family = AF_INET6;
+    if (inet_pton(AF_INET, ip, &in.sin_addr) == 1)
+        return api_cidr_contains(&c, (struct sockaddr *)&in);
+    assert_int_equal(inet_pton(AF_INET6, ip, &in6.sin6_addr), 1);
+    return api_cidr_contains(&c, (struct sockaddr *)&in6);
+}
+
+/* A block written as v4-mapped IPv6 holds IPv4 peers, however the socket
+ * shows them: a dual-stack listener sees "::ffff:10.1.2.3", which is compared
+ * as IPv4. (Found by the fuzz target: such a block was kept as IPv6 and
+ * matched no peer at all, not even its own address.) */
+static void test_cidr_v4_mapped(void **state)
+{
+    (void)state;
+    assert_true(cidr_has("::ffff:10.0.0.0/104", "10.1.2.3"));
+    assert_true(cidr_has("::ffff:10.0.0.0/104", "::ffff:10.1.2.3"));
+    assert_false(cidr_has("::ffff:10.0.0.0/104", "11.1.2.3"));
+    assert_true(cidr_has("::ffff:192.0.2.1", "192.0.2.1"));
+    assert_true(cidr_has("::ffff:192.0.2.1", "::ffff:192.0.2.1"));
+    assert_false(cidr_has("::ffff:192.0.2.1", "192.0.2.2"));
+    assert_true(cidr_has("::ffff:0:0/96", "203.0.113.7"));
+    /* The same blocks written as IPv4, and IPv6 ones, as before. */
+    assert_true(cidr_has("10.0.0.0/8", "::ffff:10.1.2.3"));
+    assert_true(cidr_has("2001:db8::/32", "2001:db8::1"));
+    assert_false(cidr_has("2001:db8::/32", "10.1.2.3"));
+    assert_false(cidr_has("::/0", "10.1.2.3"));
+    struct api_cidr c;
+    char err[256];
+    assert_int_equal(api_cidr_parse("::ffff:10.0.0.0/104", &c, err, sizeof(err)), 0);
+    assert_int_equal(c.family, AF_INET);
+    assert_int_equal(c.prefix, 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,7 +264,7 @@ int main(void)
         cmocka_unit_test(test_host_errors), cmocka_unit_test(test_host_length_limits),
         cmocka_unit_test(test_ipv6_errors), cmocka_unit_test(test_trailing_path_rejected),
         cmocka_unit_test(test_empty),       cmocka_unit_test(test_hostport),
-        cmocka_unit_test(test_scheme_name),
+        cmocka_unit_test(test_scheme_name), cmocka_unit_test(test_cidr_v4_mapped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -537,6 +537,50 @@ static void test_large_pq_cap(void **state)
     bb_free(&hs);
 }
 
+/* A record header that would end past the cap makes the ClientHello too large
+ * whatever the header says, and the verdict must not depend on how much of
+ * that header has arrived. (Found by the fuzz target: with the header cut
+ * short the parser said TOO_LARGE, with the same header whole it said
+ * MALFORMED, or NOT_TLS at the very start under a cap below 5 bytes.) */
+static void test_cap_inside_record_header(void **state)
+{
+    (void)state;
+    struct bb hs = {0};
+    build_large_pq(&hs);
+    /* 10-byte records: their headers make 1800 bytes of handshake span 2700,
+     * so the cap can sit inside a header while the handshake length fits. */
+    struct bb rec = {0};
+    wrap_chunks(&rec, hs.d, hs.n, 10);
+    const size_t at = 120 * 15; /* the header of the 121st record */
+    const size_t cap = at + 2;  /* that header cannot fit under it */
+    assert_true(hs.n <= cap && at + 5 < rec.n && rec.d[at] == 0x16);
+    /* A valid header there, one of another content type, of a bad version,
+     * of length 0: too large, whole or cut anywhere in it. */
+    static const struct {
+        size_t off;
+        uint8_t byte;
+    } damage[] = {{0, 0x16}, {0, 0x17}, {1, 0x02}, {3, 0x00}};
+    for (size_t i = 0; i < sizeof(damage) / sizeof(damage[0]); i++) {
+        uint8_t saved[5];
+        memcpy(saved, rec.d + at, 5);
+        rec.d[at + damage[i].off] = damage[i].byte;
+        if (damage[i].off == 3)
+            rec.d[at + 4] = 0x00;
+        parse_expect(rec.d, rec.n, cap, GW_CH_TOO_LARGE);
+        for (size_t k = at; k <= at + 5; k++)
+            parse_expect(rec.d, k, cap, GW_CH_TOO_LARGE);
+        memcpy(rec.d + at, saved, 5);
+    }
+    /* Before that header, the ClientHello might still end in time. */
+    parse_expect(rec.d, at - 1, cap, GW_CH_NEED_MORE);
+    /* A cap below one record header: every input is too large, TLS or not. */
+    static const uint8_t http[] = "GET / HTTP/1.1\r\n";
+    for (size_t k = 0; k < sizeof(http) - 1; k++)
+        parse_expect(http, k, 4, GW_CH_TOO_LARGE);
+    bb_free(&rec);
+    bb_free(&hs);
+}
+
 static void test_alpn_long_list_kept_whole(void **state)
 {
     (void)state;
@@ -1134,6 +1178,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_large_pq_records),
         cmocka_unit_test(test_large_pq_tiny_records),
         cmocka_unit_test(test_large_pq_cap),
+        cmocka_unit_test(test_cap_inside_record_header),
         cmocka_unit_test(test_alpn_long_list_kept_whole),
         cmocka_unit_test(test_no_extensions_and_other_names),
         cmocka_unit_test(test_malformed_fields),
