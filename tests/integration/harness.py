@@ -144,6 +144,18 @@ def wait_closed(sock, timeout):
             return "eof"
 
 
+def wait_for(pred, timeout, what, interval=0.02):
+    """Polls pred until it returns something true; returns that. Fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s: not within %.1f s" % (what, timeout))
+        time.sleep(interval)
+
+
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
 

@@ -78,7 +78,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 from harness import (HOST, SANITIZE, MiB, BlackholeListener, EchoServer, GatewayTestCase,
                      NameServer, ThreadedServer, connect, definition, free_ports, metric_key,
-                     recv_exact, recv_until_eof, wait_closed)
+                     recv_exact, recv_until_eof, wait_closed, wait_for)
 from test_limits import RssSampler, small_quarantine_env
 from tlsutil import BioClient, Pki, TLSNameServer, TLSTestCase, client_context, server_context
 
@@ -111,18 +111,6 @@ def P(name, port, reason=None):
     if reason is None:
         return metric_key(name, port=str(port))
     return metric_key(name, port=str(port), reason=reason)
-
-
-def wait_for(pred, timeout, what, interval=0.05):
-    """Polls pred until it returns something true; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError("%s: not within %.1f s" % (what, timeout))
-        time.sleep(interval)
 
 
 def fd_count(pid):

@@ -36,7 +36,8 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 from harness import (HOST, SANITIZE, EchoServer, GatewayTestCase, NameServer, ThreadedServer,
-                     definition, free_ports, is_refused, recv_exact, recv_until_eof, wait_closed)
+                     definition, free_ports, is_refused, recv_exact, recv_until_eof, wait_closed,
+                     wait_for)
 from tlsutil import Pki, client_context
 
 # Slower under ASan: stretch the outer bounds (never the lower ones).
@@ -69,18 +70,6 @@ def put(gw, d, name=None):
     path = os.path.join(gw.apps, name or "%s.json" % d["api_id"])
     write_atomic(path, json.dumps(d, indent=2))
     return path
-
-
-def wait_for(pred, timeout, what, interval=0.02):
-    """Polls pred until it returns something true; returns that. Fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError("%s: not within %.1f s" % (what, timeout))
-        time.sleep(interval)
 
 
 def apis(gw):
