@@ -218,16 +218,18 @@ static struct rx_cost rx_copies(struct rx_cost a, size_t n)
 
 /* After '{': the copies an interval "{m}", "{m,}" or "{m,n}" makes of the
  * element before it (at least 1), and *end past its '}'. 0 when it is not an
- * interval, which regcomp then reads as text or rejects. */
+ * interval, which regcomp then rejects. Read as glibc reads it, which also
+ * takes an escaped comma ("{1\,12}") for the comma. */
 static size_t rx_interval(const char *p, const char **end)
 {
     size_t m = 0, n = 0, lim = API_REGEX_MAX_SIZE + 1;
     bool comma = false, mdigits = false, ndigits = false;
     for (; *p >= '0' && *p <= '9'; p++, mdigits = true)
         m = rx_sat(m * 10 + (size_t)(*p - '0'), lim);
-    if (*p == ',') {
+    if (*p == ',' || (p[0] == '\\' && p[1] == ',')) {
         comma = true;
-        for (p++; *p >= '0' && *p <= '9'; p++, ndigits = true)
+        p += *p == '\\' ? 2 : 1;
+        for (; *p >= '0' && *p <= '9'; p++, ndigits = true)
             n = rx_sat(n * 10 + (size_t)(*p - '0'), lim);
     }
     if (*p != '}' || (!mdigits && !ndigits))

@@ -814,10 +814,12 @@ static void test_regex_size_limits(void **state)
 {
     (void)state;
     static const char *const too_large[] = {"a{1,32767}",     "(a{1,100}){1,100}", "x{1001}",
-                                            "(ab|cd){1,400}", "(a+){600}",         "(a?){1000}"};
+                                            "(ab|cd){1,400}", "(a+){600}",         "a{1\\\\,2000}",
+                                            "(a?){1000}"};
     for (size_t i = 0; i < sizeof(too_large) / sizeof(too_large[0]); i++)
         expect_regex_error("expect_regex", too_large[i], "too large");
     static const char *const too_many_groups[] = {"((a?)*|(b?)?){1,14}", "(ab){17}",
+                                                  "(()|()?|()*){1\\\\,12}",
                                                   "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"
                                                   "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"};
     for (size_t i = 0; i < sizeof(too_many_groups) / sizeof(too_many_groups[0]); i++)
