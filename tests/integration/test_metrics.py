@@ -230,9 +230,10 @@ class ConnectionMetricsTest(GatewayTestCase):
 
     def test_connect_failures(self):
         a = self.server(NameServer, "A")
-        dead, dead2 = free_ports(2)  # nobody listens there
-        gw = self.gateway()
-        port, port2 = free_ports(2)
+        # One draw for every port: "dead" must not be the gateway's own
+        # listening or admin port, as a second draw could make it.
+        dead, dead2, port, port2, admin = free_ports(5)  # nobody listens on dead, dead2
+        gw = self.gateway(config={"control_api_port": admin})
         dead_t, dead2_t = "127.0.0.1:%d" % dead, "127.0.0.1:%d" % dead2
         # The first connection's turn is the first entry: the dead one.
         gw.add(definition("failover", port, targets=[dead_t, a.address]))
