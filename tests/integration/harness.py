@@ -67,25 +67,37 @@ _raise_fd_limit()
 # ---- small socket helpers ---------------------------------------------------
 
 
-def free_port():
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+# Ports already handed out by this process: the kernel may offer a port again
+# once it is closed, and a "dead" target that turns out to be a gateway's own
+# listening or admin port makes a test fail for nothing.
+_HANDED_OUT = set()
 
 
 def free_ports(n):
-    """n distinct free ports (all bound at once, so they differ)."""
-    socks = []
+    """n distinct free ports, none handed out before by this process."""
+    socks, ports = [], []
     try:
-        for _ in range(n):
+        for _ in range(n * 20):  # bounded: a port seen before is drawn again
+            if len(ports) == n:
+                break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
+            socks.append(s)  # kept bound, so the next draw differs
             s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                ports.append(port)
+        if len(ports) < n:
+            raise RuntimeError("no %d fresh free ports" % n)
+        _HANDED_OUT.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()
+
+
+def free_port():
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    return free_ports(1)[0]
 
 
 def connect(port, timeout=10.0):
