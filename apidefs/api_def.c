@@ -218,25 +218,34 @@ static struct rx_cost rx_copies(struct rx_cost a, size_t n)
 
 /* After '{': the copies an interval "{m}", "{m,}" or "{m,n}" makes of the
  * element before it (at least 1), and *end past its '}'. 0 when it is not an
- * interval, which regcomp then rejects. Read as glibc reads it, which also
- * takes an escaped comma ("{1\,12}") for the comma. */
+ * interval, which regcomp then rejects. Read as glibc reads it: an escaped
+ * character inside stands for itself ("{\0\,13}" is "{0,13}"). */
 static size_t rx_interval(const char *p, const char **end)
 {
-    size_t m = 0, n = 0, lim = API_REGEX_MAX_SIZE + 1;
-    bool comma = false, mdigits = false, ndigits = false;
-    for (; *p >= '0' && *p <= '9'; p++, mdigits = true)
-        m = rx_sat(m * 10 + (size_t)(*p - '0'), lim);
-    if (*p == ',' || (p[0] == '\\' && p[1] == ',')) {
-        comma = true;
-        p += *p == '\\' ? 2 : 1;
-        for (; *p >= '0' && *p <= '9'; p++, ndigits = true)
-            n = rx_sat(n * 10 + (size_t)(*p - '0'), lim);
+    size_t num[2] = {0, 0}, lim = API_REGEX_MAX_SIZE + 1;
+    bool digits[2] = {false, false};
+    int part = 0;
+    for (;;) {
+        bool escaped = p[0] == '\\' && p[1] != '\0';
+        char c = escaped ? p[1] : p[0];
+        if (c == '}' && !escaped)
+            break;
+        if (c == ',' && part == 0) {
+            part = 1;
+        } else if (c >= '0' && c <= '9') {
+            num[part] = rx_sat(num[part] * 10 + (size_t)(c - '0'), lim);
+            digits[part] = true;
+        } else {
+            return 0;
+        }
+        p += escaped ? 2 : 1;
     }
-    if (*p != '}' || (!mdigits && !ndigits))
+    if (!digits[0] && !digits[1])
         return 0;
     *end = p + 1;
+    size_t m = num[0], n = num[1];
     /* "{m,}" is written out as m copies and a starred one. */
-    size_t copies = !comma ? m : ndigits ? (n > m ? n : m) : m + 1;
+    size_t copies = part == 0 ? m : digits[1] ? (n > m ? n : m) : m + 1;
     return copies > 0 ? copies : 1;
 }
 

@@ -818,10 +818,10 @@ static void test_regex_size_limits(void **state)
                                             "(a?){1000}"};
     for (size_t i = 0; i < sizeof(too_large) / sizeof(too_large[0]); i++)
         expect_regex_error("expect_regex", too_large[i], "too large");
-    static const char *const too_many_groups[] = {"((a?)*|(b?)?){1,14}", "(ab){17}",
-                                                  "(()|()?|()*){1\\\\,12}",
-                                                  "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"
-                                                  "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"};
+    static const char *const too_many_groups[] = {
+        "((a?)*|(b?)?){1,14}", "(ab){17}", "(()|()?|()*){1\\\\,12}", "(()|()?||()*){\\\\0,13}",
+        "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"
+        "((a?)*|(b?)?)?((a?)*|(b?)?)?((a?)*|(b?)?)?"};
     for (size_t i = 0; i < sizeof(too_many_groups) / sizeof(too_many_groups[0]); i++)
         expect_regex_error("expect_not_regex", too_many_groups[i], "groups");
     static const char *const stacked[] = {"a??", "a*+", "a+{2}", "a{2}{3}",
