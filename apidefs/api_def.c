@@ -7,11 +7,130 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api_duration.h"
 #include "api_json.h"
 
 /* ---- sections --------------------------------------------------------------- */
+
+/* A choice between named values: *out gets the index of the one written. */
+static void parse_choice(struct api_json_ctx *c, json_t *obj, const char *key, const char *field,
+                         const char *const *names, int *out)
+{
+    char *v = NULL;
+    if (api_json_string(c, obj, key, field, &v) != 0 || v == NULL)
+        return;
+    for (int i = 0; names[i] != NULL; i++) {
+        if (strcmp(v, names[i]) == 0) {
+            *out = i;
+            free(v);
+            return;
+        }
+    }
+    char list[160] = "";
+    for (int i = 0; names[i] != NULL; i++)
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s\"%s\"",
+                 i == 0                 ? ""
+                 : names[i + 1] == NULL ? " or "
+                                        : ", ",
+                 names[i]);
+    api_json_err(c, field, "use %s, not \"%s\"", list, v);
+    free(v);
+}
+
+/* tcpgate.sentinel: the sentinels that name the master of master_name. */
+static void parse_sentinel(struct api_json_ctx *c, json_t *ext, struct api_sentinel *sn)
+{
+    json_t *obj;
+    if (api_json_object(c, ext, "sentinel", API_EXT_KEY ".sentinel", &obj) != 0 || obj == NULL)
+        return;
+    static const char *const known[] = {"master_name",   "addrs",          "username", "password",
+                                        "node_username", "node_password",  "quorum",   "timeout",
+                                        "poll_interval", "on_unreachable", "role",     NULL};
+    api_json_strict_keys(c, obj, API_EXT_KEY ".sentinel", known);
+    sn->enabled = true;
+    sn->timeout_ms = API_SENTINEL_TIMEOUT_MS;
+    sn->poll_interval_ms = API_SENTINEL_POLL_MS;
+#define SN_FIELD(k) API_EXT_KEY ".sentinel." k
+    if (api_json_string(c, obj, "master_name", SN_FIELD("master_name"), &sn->master_name) == 0) {
+        if (sn->master_name == NULL || sn->master_name[0] == '\0')
+            api_json_err(c, SN_FIELD("master_name"), "missing: the name the sentinels monitor");
+        else if (strlen(sn->master_name) > 255 || strpbrk(sn->master_name, " \t\r\n") != NULL)
+            api_json_err(c, SN_FIELD("master_name"),
+                         "a master name has at most 255 characters and no spaces");
+    }
+    char **addrs = NULL;
+    size_t n = 0;
+    if (api_json_string_array(c, obj, "addrs", SN_FIELD("addrs"), &addrs, &n) == 0) {
+        if (n == 0)
+            api_json_err(c, SN_FIELD("addrs"), "missing: list the sentinels, host:port each");
+        else if (n > API_SENTINEL_MAX_ADDRS)
+            api_json_err(c, SN_FIELD("addrs"), "at most %d sentinels, got %zu",
+                         API_SENTINEL_MAX_ADDRS, n);
+        sn->addrs = calloc(n ? n : 1, sizeof(*sn->addrs));
+        if (sn->addrs == NULL)
+            abort();
+        for (size_t i = 0; i < n; i++) {
+            char f[64], e[320];
+            snprintf(f, sizeof(f), SN_FIELD("addrs[%zu]"), i);
+            struct api_target *t = &sn->addrs[sn->naddrs];
+            if (api_target_parse(addrs[i], t, e, sizeof(e)) != 0) {
+                api_json_err(c, f, "%s", e);
+            } else if (t->scheme == API_SCHEME_TLS) {
+                api_json_err(c, f, "TLS to sentinels is not supported; write host:port");
+            } else {
+                bool dup = false;
+                for (size_t j = 0; j < sn->naddrs && !dup; j++)
+                    dup =
+                        strcasecmp(sn->addrs[j].host, t->host) == 0 && sn->addrs[j].port == t->port;
+                if (dup)
+                    api_json_err(c, f, "\"%s\" is listed twice", addrs[i]);
+                else
+                    sn->naddrs++;
+            }
+            free(addrs[i]);
+        }
+        free(addrs);
+    }
+    static const char *const creds[] = {"username", "password", "node_username", "node_password"};
+    char **cred_out[] = {&sn->username, &sn->password, &sn->node_username, &sn->node_password};
+    for (size_t i = 0; i < 4; i++) {
+        char f[64];
+        snprintf(f, sizeof(f), API_EXT_KEY ".sentinel.%s", creds[i]);
+        api_json_string(c, obj, creds[i], f, cred_out[i]);
+    }
+    if (sn->username != NULL && sn->password == NULL)
+        api_json_err(c, SN_FIELD("username"), "needs a password");
+    if (sn->node_username != NULL && sn->node_password == NULL)
+        api_json_err(c, SN_FIELD("node_username"), "needs a node_password");
+    int64_t quorum = 0;
+    if (api_json_int(c, obj, "quorum", SN_FIELD("quorum"), &quorum) == 0) {
+        if (quorum < 0 || (sn->naddrs > 0 && quorum > (int64_t)sn->naddrs))
+            api_json_err(c, SN_FIELD("quorum"),
+                         "must be between 1 and the number of sentinels (%zu), or 0 for a "
+                         "majority of those that answer",
+                         sn->naddrs);
+        else
+            sn->quorum = (int)quorum;
+    }
+    if (api_json_duration(c, obj, "timeout", SN_FIELD("timeout"), &sn->timeout_ms) == 0 &&
+        (sn->timeout_ms < 50 || sn->timeout_ms > 10000))
+        api_json_err(c, SN_FIELD("timeout"), "must be between 50ms and 10s");
+    if (api_json_duration(c, obj, "poll_interval", SN_FIELD("poll_interval"),
+                          &sn->poll_interval_ms) == 0 &&
+        (sn->poll_interval_ms < 100 || sn->poll_interval_ms > 60000))
+        api_json_err(c, SN_FIELD("poll_interval"), "must be between 100ms and 1m");
+    static const char *const unreachable[] = {"keep", "checks", NULL};
+    int u = 0;
+    parse_choice(c, obj, "on_unreachable", SN_FIELD("on_unreachable"), unreachable, &u);
+    sn->fallback_to_checks = u == 1;
+    static const char *const roles[] = {"master", "replica", NULL};
+    int r = 0;
+    parse_choice(c, obj, "role", SN_FIELD("role"), roles, &r);
+    sn->replica = r == 1;
+#undef SN_FIELD
+}
 
 static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
 {
@@ -49,8 +168,10 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
                                         "send_proxy_protocol_crc32c",
                                         "max_connections",
                                         "max_connections_per_target",
+                                        "sentinel",
                                         NULL};
     api_json_strict_keys(c, obj, API_EXT_KEY, known);
+    parse_sentinel(c, obj, &ext->sentinel);
 
     api_json_duration(c, obj, "connect_timeout", API_EXT_KEY ".connect_timeout",
                       &ext->connect_timeout_ms);
@@ -124,7 +245,9 @@ static void parse_ext(struct api_json_ctx *c, json_t *root, struct api_ext *ext)
         mode != NULL) {
         if (strcmp(mode, "close") == 0)
             ext->close_on_marked_down = true;
-        else if (strcmp(mode, "keep") != 0)
+        else if (strcmp(mode, "keep") == 0)
+            ext->keep_on_marked_down = true;
+        else
             api_json_err(c, API_EXT_KEY ".on_marked_down", "use \"keep\" or \"close\", not \"%s\"",
                          mode);
     }
@@ -647,6 +770,21 @@ static void parse_proxy(struct api_json_ctx *c, json_t *root, struct api_def *de
     }
     if (url_rc != 0 || list_rc != 0)
         return; /* a type error is reported; "missing" would mislead */
+    if (def->ext.sentinel.enabled) {
+        /* The sentinels name the targets; the listed ones are an allow-list. */
+        const struct api_target *t;
+        size_t nt = api_def_upstreams(def, &t);
+        for (size_t i = 0; i < nt; i++)
+            if (t[i].scheme == API_SCHEME_TLS)
+                api_json_err(c, n > 0 ? "proxy.target_list" : "proxy.target_url",
+                             "tcpgate.sentinel reaches the data nodes over plain TCP; tls:// "
+                             "targets are not supported with it");
+        if (nt == 0)
+            api_json_warn(c, API_EXT_KEY ".sentinel",
+                          "no target is listed, so any address the sentinels agree on is used; "
+                          "list the nodes in proxy.target_list to refuse others");
+        return;
+    }
     if (def->proxy.enable_load_balancing) {
         if (n == 0)
             api_json_err(c, "proxy.target_list", "empty while load balancing is enabled");
@@ -669,6 +807,12 @@ const char *api_protocol_name(enum api_protocol p)
 
 size_t api_def_upstreams(const struct api_def *def, const struct api_target **out)
 {
+    if (def->ext.sentinel.enabled) {
+        *out = def->proxy.ntargets > 0 ? def->proxy.targets : &def->proxy.target;
+        return def->proxy.ntargets > 0 ? def->proxy.ntargets
+               : def->proxy.target_url != NULL && def->proxy.target_url[0] != '\0' ? 1
+                                                                                   : 0;
+    }
     if (def->proxy.enable_load_balancing) {
         *out = def->proxy.targets;
         return def->proxy.ntargets;
@@ -787,8 +931,8 @@ struct api_def *api_def_parse(const char *file, const char *json, size_t len,
     api_json_bool(&c, root, "do_not_track", "do_not_track", &def->do_not_track);
 
     parse_uptime(&c, root, def);
+    parse_ext(&c, root, &def->ext); /* first: the sentinel changes what proxy needs */
     parse_proxy(&c, root, def);
-    parse_ext(&c, root, &def->ext);
 
     json_decref(root);
     if (c.errors > 0) {
@@ -849,6 +993,13 @@ void api_def_free(struct api_def *def)
     free_strv(def->ext.alpn, def->ext.nalpn);
     free(def->ext.upstream_ca_file);
     free(def->ext.proxy_protocol_trusted);
+    struct api_sentinel *sn = &def->ext.sentinel;
+    free(sn->master_name);
+    free(sn->addrs);
+    free(sn->username);
+    free(sn->password);
+    free(sn->node_username);
+    free(sn->node_password);
     free(def->proxy.transport.proxy_url);
     free(def);
 }

@@ -71,6 +71,27 @@ struct api_transport {
     char *proxy_url;
 };
 
+/* tcpgate.sentinel: the Redis sentinels that name the master (and the
+ * replicas) of master_name. Durations are milliseconds. */
+struct api_sentinel {
+    bool enabled;
+    char *master_name;
+    struct api_target *addrs; /* the sentinels, host:port */
+    size_t naddrs;
+    char *username, *password;           /* for the sentinels; NULL: none */
+    char *node_username, *node_password; /* for the data nodes (ROLE); NULL: none */
+    int quorum;                          /* sentinels that must agree; 0: a majority of those
+                                            that answer */
+    int64_t timeout_ms;                  /* the connect and each command; default 500 ms */
+    int64_t poll_interval_ms;            /* default 1 s */
+    bool fallback_to_checks;             /* on_unreachable "checks"; default "keep" */
+    bool replica;                        /* role "replica": balance over the replicas */
+};
+
+#define API_SENTINEL_TIMEOUT_MS 500
+#define API_SENTINEL_POLL_MS 1000
+#define API_SENTINEL_MAX_ADDRS 16
+
 /* The "tcpgate" extension object. Durations are milliseconds. */
 struct api_ext {
     int64_t connect_timeout_ms;         /* default 5 s */
@@ -92,6 +113,7 @@ struct api_ext {
     int check_fall;            /* consecutive failures that mark a host down */
     int check_rise;            /* consecutive successes that bring it back */
     bool close_on_marked_down; /* on_marked_down: "close" ends live connections */
+    bool keep_on_marked_down;  /* on_marked_down: "keep" written out (sentinel mode closes) */
     bool check_proxy_v1;       /* check_proxy_protocol: "v1" (real addresses), else v2 LOCAL */
 
     /* The PROXY protocol. Inbound is Tyk's enable_proxy_protocol. */
@@ -105,6 +127,8 @@ struct api_ext {
     /* Circuit breakers; 0: no limit. */
     int64_t max_connections;            /* open connections of the definition */
     int64_t max_connections_per_target; /* open connections to each target */
+
+    struct api_sentinel sentinel;
 };
 
 #define API_DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -180,7 +204,9 @@ int api_regex_check(const char *pattern, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* The targets the balancer picks from: target_list with load balancing on,
- * otherwise the single target_url. */
+ * otherwise the single target_url. With tcpgate.sentinel, the targets the
+ * definition lists (target_list, else target_url), which the sentinels'
+ * verdict may use: none means any address they agree on. */
 size_t api_def_upstreams(const struct api_def *def, const struct api_target **out);
 
 /* The effective SNI key: "" when domain_disabled or absent. */

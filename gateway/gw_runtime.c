@@ -1,6 +1,7 @@
 #include "gw_runtime.h"
 
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -52,7 +53,8 @@ struct gw_runtime {
     int *listening;    /* the ports the workers listen on (a port may be in the set */
     size_t nlistening; /* and not here, when it could not be opened) */
     struct hc_engine *hc;
-    struct event *rotate; /* session ticket key rotation */
+    struct evdns_base *dns; /* the control thread's resolver */
+    struct event *rotate;   /* session ticket key rotation */
     int nworkers;
     struct gw_snapshot *snap;
     struct gw_worker **workers;
@@ -589,8 +591,17 @@ static void on_usr1(evutil_socket_t sig, short what, void *arg)
 
 static void on_health_change(void *arg, struct hc_target *t, bool up)
 {
-    (void)t;
     struct gw_runtime *rt = arg;
+    if (t == NULL) {
+        /* A Sentinel watcher: nodes it added join the definitions, the
+         * running set's and those of sessions still on older ones. */
+        if (rt->snap != NULL)
+            gw_snapshot_sync(rt->snap, &rt->tls);
+        for (struct retired *r = rt->retired; r != NULL; r = r->next)
+            gw_snapshot_sync(r->snap, &rt->tls);
+        if (hc_engine_take_reload_request(rt->hc))
+            request_reload(rt, "sentinel node table full");
+    }
     if (up || rt->workers == NULL)
         return;
     for (int i = 0; i < rt->nworkers; i++)
@@ -685,6 +696,8 @@ static void runtime_free(struct gw_runtime *rt)
     gw_snapshot_unref(rt->snap); /* releases its checks: before the engine goes */
     rt->snap = NULL;
     hc_engine_free(rt->hc);
+    if (rt->dns != NULL)
+        evdns_base_free(rt->dns, 1);
     if (rt->control != NULL)
         event_base_free(rt->control);
     cert_store_free(rt->tls.store);
@@ -707,7 +720,14 @@ int gw_run(const struct gw_config *cfg)
     rt.control = event_base_new();
     if (rt.control == NULL)
         goto out;
-    rt.hc = hc_engine_new(rt.control);
+    rt.dns = evdns_base_new(rt.control, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (rt.dns == NULL) {
+        /* No usable resolv.conf: names resolve from /etc/hosts alone. */
+        rt.dns = evdns_base_new(rt.control, 0);
+        if (rt.dns != NULL)
+            evdns_base_load_hosts(rt.dns, NULL);
+    }
+    rt.hc = hc_engine_new(rt.control, rt.dns);
     if (rt.hc == NULL)
         goto out;
     hc_engine_on_change(rt.hc, on_health_change, &rt);

@@ -142,13 +142,6 @@ struct gw_session {
     bool has_orig_dst;
 };
 
-int64_t gw_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void format_addr(const struct sockaddr *sa, char *buf, size_t len)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -784,20 +777,20 @@ static bool healthy_not_failed(void *ctx, size_t i)
     return healthy(ctx, i) && (id >= 64 || (s->failed_hosts & (1ULL << id)) == 0);
 }
 
-/* No target may be picked. While some were never checked (the gateway has
- * just started), a new connection waits for a verdict, up to its connect
- * timeout, rather than fail at once or land on a replica. */
+/* No target may be picked. While a verdict is due (a target was never
+ * checked because the gateway has just started, or the sentinels have not
+ * named the master yet, or hold it in a failover), a new connection waits
+ * for it, up to its connect timeout, rather than fail at once or land on a
+ * replica. */
 #define ELIGIBLE_POLL_MS 50
 
 static bool wait_for_eligible(struct gw_session *s)
 {
-    bool unknown = false;
-    for (size_t i = 0; i < s->api->nups && !unknown; i++)
-        unknown = s->api->ups[i].hc != NULL && hc_target_state(s->api->ups[i].hc) == HC_UNKNOWN;
     int64_t now = gw_now_ms();
     if (s->eligible_deadline_ms == 0)
         s->eligible_deadline_ms = now + s->api->def->ext.connect_timeout_ms;
-    if (!unknown || s->attempt > 0 || now + ELIGIBLE_POLL_MS >= s->eligible_deadline_ms)
+    if (s->attempt > 0 || now + ELIGIBLE_POLL_MS >= s->eligible_deadline_ms ||
+        !gw_api_settling(s->api))
         return false;
     s->retry_at_ms = now + ELIGIBLE_POLL_MS;
     arm_timer(s);
@@ -1221,7 +1214,7 @@ static void connect_next(struct gw_session *s)
     s->state = ST_CONNECT;
     while (s->attempt < (unsigned)ext->max_connect_attempts) {
         if (s->addr == 0) {
-            size_t n = s->api->nups, i;
+            size_t n = gw_api_nups(s->api), i;
             if (s->attempt == 0)
                 i = gw_pick_first(s->rr_turn, n, healthy, s);
             else if ((i = gw_pick_next(s->ups, n, healthy_not_failed, s)) == n)
@@ -1684,9 +1677,8 @@ void gw_session_list_close_down(struct gw_session_list *list)
     struct gw_session *s = list->head;
     while (s != NULL) {
         struct gw_session *next = s->next;
-        const struct hc_target *hc = s->api != NULL ? s->api->ups[s->ups].hc : NULL;
-        if (s->state == ST_RELAY && s->api->def->ext.close_on_marked_down && hc != NULL &&
-            hc_target_state(hc) == HC_DOWN) {
+        if (s->state == ST_RELAY && s->api->close_on_down &&
+            gw_upstream_marked_down(s->api, s->ups)) {
             s->error = "marked_down";
             session_close(s, END_UPSTREAM_DOWN);
         }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gw_clock.h"
 #include "gw_relay.h"
 #include "gw_snapshot.h"
 
@@ -58,8 +59,5 @@ void gw_session_list_drain_port(struct gw_session_list *list, int port, int64_t 
 /* Closes the sessions whose upstream host was marked down, for definitions
  * that ask for it (on_marked_down: close). */
 void gw_session_list_close_down(struct gw_session_list *list);
-
-/* Milliseconds on a monotonic clock. */
-int64_t gw_now_ms(void);
 
 #endif

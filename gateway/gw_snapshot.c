@@ -220,8 +220,66 @@ static bool check_is_tls(const struct api_check *c)
 
 bool gw_upstream_eligible(const struct gw_api *api, size_t i)
 {
-    const struct hc_target *hc = api->ups[i].hc;
-    return hc == NULL || hc_target_eligible(hc);
+    const struct gw_upstream *u = &api->ups[i];
+    return (u->hc == NULL || hc_target_eligible(u->hc)) &&
+           (u->node == NULL || hc_sentinel_node_eligible(u->node));
+}
+
+bool gw_upstream_marked_down(const struct gw_api *api, size_t i)
+{
+    const struct gw_upstream *u = &api->ups[i];
+    return (u->hc != NULL && hc_target_state(u->hc) == HC_DOWN) ||
+           (u->node != NULL && !hc_sentinel_node_named(u->node));
+}
+
+bool gw_api_settling(const struct gw_api *api)
+{
+    if (api->sentinel != NULL && hc_sentinel_settling(api->sentinel))
+        return true;
+    size_t n = gw_api_nups(api);
+    for (size_t i = 0; i < n; i++)
+        if (api->ups[i].hc != NULL && hc_target_pending(api->ups[i].hc))
+            return true;
+    return false;
+}
+
+/* What a check of target u runs as. */
+static void check_spec(const struct gw_api *api, const struct api_check *chk,
+                       const struct gw_upstream *u, const struct gw_config *cfg,
+                       struct hc_target_spec *spec)
+{
+    const struct api_def *def = api->def;
+    const struct api_ext *ext = &def->ext;
+    *spec = (struct hc_target_spec){
+        .api_id = def->api_id,
+        .name = u->name,
+        .addrs = u->addr,
+        .addrlens = u->addrlen,
+        .naddrs = u->naddrs,
+        .check = chk,
+        .tls = check_is_tls(chk) ? api->client_ctx : NULL,
+        .tls_host = u->target.host,
+        .tls_verify = api->verify_upstream,
+        .proxy = !chk->enable_proxy_protocol && !ext->send_proxy_protocol ? HC_PROXY_NONE
+                 : ext->check_proxy_v1                                    ? HC_PROXY_V1
+                                                                          : HC_PROXY_V2_LOCAL,
+        .interval_ms = ext->check_interval_ms > 0 ? ext->check_interval_ms
+                                                  : (int64_t)cfg->uptime_tests.time_wait * 1000,
+        .timeout_ms = chk->timeout_ms > 0         ? chk->timeout_ms
+                      : ext->check_timeout_ms > 0 ? ext->check_timeout_ms
+                                                  : 3000,
+        .fall =
+            ext->check_fall > 0 ? ext->check_fall : cfg->uptime_tests.failure_trigger_sample_size,
+        .rise = ext->check_rise > 0 ? ext->check_rise : 2,
+        .gates = def->proxy.check_host_against_uptime_tests,
+        .sentinel = api->sentinel,
+    };
+}
+
+static bool checks_run(const struct api_def *def, const struct gw_config *cfg)
+{
+    return !def->uptime_tests.disabled && !cfg->uptime_tests.disable &&
+           def->uptime_tests.nchecks > 0;
 }
 
 /* Health checks: each check entry applies to the targets with its host:port. */
@@ -231,16 +289,13 @@ static int build_checks(struct gw_api *api, const struct api_def *def,
     const struct gw_config *cfg = env->cfg;
     bool gates = def->proxy.check_host_against_uptime_tests;
     size_t n = def->uptime_tests.nchecks;
-    if (def->uptime_tests.disabled || cfg->uptime_tests.disable || n == 0) {
+    if (!checks_run(def, cfg)) {
         if (gates)
             api_diags_add(diags, API_SEV_WARNING, def->file,
                           "proxy.check_host_against_uptime_tests",
                           "no health check runs for this definition, so every target is picked");
         return 0;
     }
-    const struct api_ext *ext = &def->ext;
-    int64_t interval = ext->check_interval_ms > 0 ? ext->check_interval_ms
-                                                  : (int64_t)cfg->uptime_tests.time_wait * 1000;
     /* Every script compiles before any check starts. */
     for (size_t c = 0; c < n; c++) {
         char field[64], err[256];
@@ -252,6 +307,8 @@ static int build_checks(struct gw_api *api, const struct api_def *def,
         }
         hc_script_free(&script);
     }
+    if (api->dynamic)
+        return 0; /* checks join the nodes the sentinels name (gw_snapshot_sync) */
     for (size_t c = 0; c < n; c++) {
         const struct api_check *chk = &def->uptime_tests.checks[c];
         char field[64], name[API_HOST_MAX + 16], err[256];
@@ -273,29 +330,8 @@ static int build_checks(struct gw_api *api, const struct api_def *def,
         }
         if (env->hc == NULL)
             continue;
-        int64_t timeout = chk->timeout_ms > 0         ? chk->timeout_ms
-                          : ext->check_timeout_ms > 0 ? ext->check_timeout_ms
-                                                      : 3000;
-        struct hc_target_spec spec = {
-            .api_id = def->api_id,
-            .name = first->name,
-            .addrs = first->addr,
-            .addrlens = first->addrlen,
-            .naddrs = first->naddrs,
-            .check = chk,
-            .tls = check_is_tls(chk) ? api->client_ctx : NULL,
-            .tls_host = first->target.host,
-            .tls_verify = api->verify_upstream,
-            .proxy = !chk->enable_proxy_protocol && !ext->send_proxy_protocol ? HC_PROXY_NONE
-                     : ext->check_proxy_v1                                    ? HC_PROXY_V1
-                                                                              : HC_PROXY_V2_LOCAL,
-            .interval_ms = interval,
-            .timeout_ms = timeout,
-            .fall = ext->check_fall > 0 ? ext->check_fall
-                                        : cfg->uptime_tests.failure_trigger_sample_size,
-            .rise = ext->check_rise > 0 ? ext->check_rise : 2,
-            .gates = gates,
-        };
+        struct hc_target_spec spec;
+        check_spec(api, chk, first, cfg, &spec);
         struct hc_target *t = hc_engine_add(env->hc, &spec, err, sizeof(err));
         if (t == NULL) {
             api_diags_add(diags, API_SEV_ERROR, def->file, field, "%s", err);
@@ -372,6 +408,106 @@ static int build_client_tls(struct gw_api *api, const struct api_def *def,
 
 /* ---- definitions ------------------------------------------------------------------ */
 
+/* Names an upstream entry and gives it its counters. */
+static void name_upstream(struct gw_api *api, size_t i, const struct api_target *target,
+                          struct gw_registry *reg)
+{
+    struct gw_upstream *u = &api->ups[i];
+    char key[API_HOST_MAX + 600];
+    u->target = *target;
+    api_target_hostport(&u->target, u->name, sizeof(u->name));
+    snprintf(u->label, sizeof(u->label), "%s://%s",
+             u->target.scheme == API_SCHEME_TLS ? "tls" : "tcp", u->name);
+    snprintf(key, sizeof(key), "target:%s %s", api->def->api_id, u->label);
+    u->stats = gw_registry_slots(reg, key, sizeof(struct gw_target_stats));
+    snprintf(key, sizeof(key), "active:target:%s %s", api->def->api_id, u->label);
+    u->active = gw_registry_counter(reg, key);
+    u->host_id = (unsigned)i;
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(api->ups[j].name, u->name) == 0) {
+            u->host_id = api->ups[j].host_id;
+            break;
+        }
+    }
+}
+
+/* tcpgate.sentinel: the definition's watcher, with its targets (if listed)
+ * as the allow-list. Without an engine (--check) there is none. */
+static int attach_sentinel(struct gw_api *api, const struct api_def *def,
+                           const struct gw_build_env *env, struct api_diags *diags)
+{
+    if (!def->ext.sentinel.enabled || env->hc == NULL)
+        return 0;
+    struct hc_sentinel_allowed allowed[api->dynamic ? 1 : api->nups];
+    for (size_t i = 0; !api->dynamic && i < api->nups; i++)
+        allowed[i] = (struct hc_sentinel_allowed){.name = api->ups[i].name,
+                                                  .addrs = api->ups[i].addr,
+                                                  .addrlens = api->ups[i].addrlen,
+                                                  .naddrs = api->ups[i].naddrs};
+    struct hc_sentinel_spec spec = {.api_id = def->api_id,
+                                    .cfg = &def->ext.sentinel,
+                                    .allowed = api->dynamic ? NULL : allowed,
+                                    .nallowed = api->dynamic ? 0 : api->nups};
+    char err[256];
+    api->sentinel = hc_sentinel_get(env->hc, &spec, err, sizeof(err));
+    if (api->sentinel == NULL) {
+        api_diags_add(diags, API_SEV_ERROR, def->file, API_EXT_KEY ".sentinel", "%s", err);
+        return -1;
+    }
+    for (size_t i = 0; !api->dynamic && i < api->nups; i++)
+        api->ups[i].node = hc_sentinel_allowed_node(api->sentinel, i);
+    return 0;
+}
+
+/* A dynamic definition takes the nodes its watcher added: each becomes a
+ * target, with the check whose url names it. */
+static void sync_api(struct gw_api *api, const struct gw_build_env *env)
+{
+    if (!api->dynamic || api->sentinel == NULL)
+        return;
+    const struct api_def *def = api->def;
+    size_t have = api->nups, n = hc_sentinel_nnodes(api->sentinel);
+    for (size_t i = have; i < n; i++) {
+        struct hc_sentinel_node *node = hc_sentinel_node_at(api->sentinel, i);
+        struct gw_upstream *u = &api->ups[i];
+        struct api_target t = {.scheme = API_SCHEME_TCP};
+        char err[320];
+        if (api_target_parse(hc_sentinel_node_name(node), &t, err, sizeof(err)) != 0)
+            abort(); /* the watcher formats its names as host:port */
+        name_upstream(api, i, &t, env->registry);
+        socklen_t len;
+        const struct sockaddr *sa = hc_sentinel_node_addr(node, &len);
+        memcpy(&u->addr[0], sa, len);
+        u->addrlen[0] = len;
+        u->naddrs = 1;
+        u->node = node;
+        for (size_t c = 0; checks_run(def, env->cfg) && c < def->uptime_tests.nchecks; c++) {
+            const struct api_check *chk = &def->uptime_tests.checks[c];
+            char name[API_HOST_MAX + 16];
+            api_target_hostport(&chk->target, name, sizeof(name));
+            if (strcasecmp(name, u->name) != 0)
+                continue;
+            struct hc_target_spec spec;
+            check_spec(api, chk, u, env->cfg, &spec);
+            u->hc = hc_engine_add(env->hc, &spec, err, sizeof(err));
+            if (u->hc == NULL)
+                gw_error("api_id=%s target %s: its check cannot run: %s", def->api_id, u->name,
+                         err);
+            break;
+        }
+        __atomic_store_n(&api->nups, i + 1, __ATOMIC_RELEASE);
+    }
+}
+
+void gw_snapshot_sync(struct gw_snapshot *s, const struct gw_build_env *env)
+{
+    struct gw_build_env e = *env;
+    if (e.registry == NULL)
+        e.registry = s->own_registry;
+    for (size_t i = 0; i < s->napis; i++)
+        sync_api(&s->apis[i], &e);
+}
+
 /* Fills an API entry; returns -1 (with diagnostics) when it cannot be served. */
 static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
                      const struct gw_build_env *tls, struct gw_registry *reg,
@@ -381,7 +517,10 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
     size_t n = api_def_upstreams(def, &targets);
     char key[API_HOST_MAX + 600];
     api->def = def;
-    api->ups = calloc(n, sizeof(*api->ups));
+    api->dynamic = def->ext.sentinel.enabled && n == 0;
+    api->close_on_down = def->ext.close_on_marked_down ||
+                         (def->ext.sentinel.enabled && !def->ext.keep_on_marked_down);
+    api->ups = calloc(api->dynamic ? HC_SENTINEL_MAX_NODES : n ? n : 1, sizeof(*api->ups));
     if (api->ups == NULL)
         abort();
     snprintf(key, sizeof(key), "api:%s", def->api_id);
@@ -390,26 +529,13 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
     api->active = gw_registry_counter(reg, key);
     api->nups = n;
     for (size_t i = 0; i < n; i++) {
-        struct gw_upstream *u = &api->ups[i];
-        const char *field =
-            def->proxy.enable_load_balancing ? "proxy.target_list" : "proxy.target_url";
-        u->target = targets[i];
-        api_target_hostport(&u->target, u->name, sizeof(u->name));
-        snprintf(u->label, sizeof(u->label), "%s://%s",
-                 u->target.scheme == API_SCHEME_TLS ? "tls" : "tcp", u->name);
-        snprintf(key, sizeof(key), "target:%s %s", def->api_id, u->label);
-        u->stats = gw_registry_slots(reg, key, sizeof(struct gw_target_stats));
-        snprintf(key, sizeof(key), "active:target:%s %s", def->api_id, u->label);
-        u->active = gw_registry_counter(reg, key);
-        u->host_id = (unsigned)i;
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(api->ups[j].name, u->name) == 0) {
-                u->host_id = api->ups[j].host_id;
-                break;
-            }
-        }
+        const char *field = def->proxy.ntargets > 0 &&
+                                    (def->proxy.enable_load_balancing || def->ext.sentinel.enabled)
+                                ? "proxy.target_list"
+                                : "proxy.target_url";
+        name_upstream(api, i, &targets[i], reg);
         char err[320];
-        if (resolve(u, err, sizeof(err)) != 0) {
+        if (resolve(&api->ups[i], err, sizeof(err)) != 0) {
             api_diags_add(diags, API_SEV_ERROR, def->file, field, "%s", err);
             return -1;
         }
@@ -418,7 +544,14 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
         return -1;
     if (build_client_tls(api, def, tls, nworkers, diags) != 0)
         return -1;
-    return build_checks(api, def, tls, diags);
+    if (attach_sentinel(api, def, tls, diags) != 0)
+        return -1;
+    if (build_checks(api, def, tls, diags) != 0)
+        return -1;
+    struct gw_build_env env = *tls;
+    env.registry = reg;
+    sync_api(api, &env);
+    return 0;
 }
 
 static void free_api(struct gw_api *api, int nworkers)
@@ -435,6 +568,7 @@ static void free_api(struct gw_api *api, int nworkers)
             SSL_SESSION_free(u->sessions[w]);
         free(u->sessions);
     }
+    hc_sentinel_release(api->sentinel); /* after the checks that name it */
     SSL_CTX_free(api->server_ctx);
     SSL_CTX_free(api->client_ctx);
     free(api->ups);

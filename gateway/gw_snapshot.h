@@ -16,6 +16,7 @@
 #include "gw_sni.h"
 #include "gw_stats.h"
 #include "hc_engine.h"
+#include "hc_sentinel.h"
 
 #define GW_MAX_ADDRS 4
 
@@ -33,6 +34,7 @@ struct gw_upstream {
     const char *pins;               /* from pinned_public_keys; NULL: none */
     SSL_SESSION **sessions;         /* one resumable session per worker */
     struct hc_target *hc;           /* its health check; NULL: not checked */
+    struct hc_sentinel_node *node;  /* sentinel mode: the node it is; NULL: no sentinel */
     struct gw_target_stats *stats;  /* one slot per worker, from the registry */
     int64_t *active;                /* connections holding a slot of it, all workers */
 };
@@ -40,12 +42,19 @@ struct gw_upstream {
 struct gw_api {
     const struct api_def *def; /* owned by the snapshot's set */
     struct gw_upstream *ups;
+    /* Entries of ups in use. Fixed, but for a sentinel definition without an
+     * allow-list, whose ups (of HC_SENTINEL_MAX_NODES entries) follow the
+     * nodes its watcher names: the control thread fills an entry, then
+     * raises nups (release); workers read it with gw_api_nups (acquire). */
     size_t nups;
-    unsigned rr;                /* round-robin counter, shared by workers */
-    struct gw_api_stats *stats; /* one slot per worker, from the registry */
-    int64_t *active;            /* its open connections, all workers (max_connections) */
-    SSL_CTX *server_ctx;        /* protocol tls: this definition's certificate */
-    SSL_CTX *client_ctx;        /* tls:// targets */
+    struct hc_sentinel *sentinel; /* tcpgate.sentinel: its watcher; NULL: none */
+    bool dynamic;                 /* sentinel mode without an allow-list */
+    bool close_on_down;           /* on_marked_down, resolved: close live sessions */
+    unsigned rr;                  /* round-robin counter, shared by workers */
+    struct gw_api_stats *stats;   /* one slot per worker, from the registry */
+    int64_t *active;              /* its open connections, all workers (max_connections) */
+    SSL_CTX *server_ctx;          /* protocol tls: this definition's certificate */
+    SSL_CTX *client_ctx;          /* tls:// targets */
     bool verify_upstream;
     unsigned char alpn[256]; /* the listener's ALPN list, wire format */
     size_t alpn_len;
@@ -120,9 +129,26 @@ struct gw_build_env {
     struct gw_sources *sources;   /* connections per client address; NULL: no such limit */
 };
 
+/* Upstreams api has now. Lock-free. */
+static inline size_t gw_api_nups(const struct gw_api *api)
+{
+    return __atomic_load_n(&api->nups, __ATOMIC_ACQUIRE);
+}
+
 /* Whether the balancer may pick upstream i of api now: the one question the
- * gateway asks the health checks. Lock-free. */
+ * gateway asks the health checks (and the sentinels). Lock-free. */
 bool gw_upstream_eligible(const struct gw_api *api, size_t i);
+
+/* Whether upstream i was marked down (its check failed, or the sentinels no
+ * longer name it), so that its live sessions close (api->close_on_down).
+ * Lock-free. */
+bool gw_upstream_marked_down(const struct gw_api *api, size_t i);
+
+/* Whether a connection that finds no eligible target should wait for a
+ * verdict (up to its connect timeout): a gating check has not decided yet,
+ * one the sentinels asked for is running, or the sentinels have not named
+ * the master yet or hold it in a failover. Lock-free. */
+bool gw_api_settling(const struct gw_api *api);
 
 /* The definition a client may reach on a port for a server name (NULL: none
  * sent): exact, wildcard, the fallback, or the port's only definition when the
@@ -167,6 +193,10 @@ void gw_snapshot_unref(struct gw_snapshot *s);
 
 /* The port entry for a listening port, or NULL. */
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port);
+
+/* Control thread: the definitions whose targets the sentinels name take the
+ * nodes their watchers added since (with their counters and checks). */
+void gw_snapshot_sync(struct gw_snapshot *s, const struct gw_build_env *env);
 
 /* Loads app_path and builds the snapshot, as both start-up and --check do. */
 struct gw_snapshot *gw_snapshot_load(const struct gw_build_env *tls, int nworkers,

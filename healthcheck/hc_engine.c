@@ -14,6 +14,8 @@
 #include "cert_tls.h"
 #include "gw_log.h"
 #include "gw_proxyproto.h"
+#include "hc_dns.h"
+#include "hc_internal.h"
 #include "hc_script.h"
 
 #define MAX_ADDRS 4
@@ -39,10 +41,14 @@ struct hc_target {
     int64_t interval_ms, timeout_ms;
     int fall, rise;
     bool gates;
+    const struct hc_sentinel *sentinel;
 
     /* Written here, read by workers: atomics. */
     int state;
     int eligible;
+    int expedited;         /* a check asked for at once has not finished yet */
+    bool expedite_started; /* the probe in flight began after it was asked for */
+    bool rerun;            /* start the next probe as soon as this one ends */
 
     int ok_streak, fail_streak;
     uint64_t checks, failures, transitions;
@@ -62,7 +68,10 @@ struct hc_target {
 
 struct hc_engine {
     struct event_base *base;
+    struct evdns_base *dns;
     struct hc_target *targets;
+    struct hc_sentinel *watchers;
+    bool reload_asked;
     void (*on_change)(void *arg, struct hc_target *t, bool up);
     void *arg;
 };
@@ -87,6 +96,12 @@ bool hc_target_eligible(const struct hc_target *t)
 enum hc_state hc_target_state(const struct hc_target *t)
 {
     return (enum hc_state)__atomic_load_n(&t->state, __ATOMIC_ACQUIRE);
+}
+
+bool hc_target_pending(const struct hc_target *t)
+{
+    return t->gates &&
+           (hc_target_state(t) == HC_UNKNOWN || __atomic_load_n(&t->expedited, __ATOMIC_ACQUIRE));
 }
 
 void hc_target_status(const struct hc_target *t, struct hc_status *out)
@@ -118,6 +133,11 @@ static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
 static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
 {
     probe_stop(t);
+    if (t->rerun) {
+        t->rerun = false;
+        struct timeval now = {0, 0};
+        evtimer_add(t->tick, &now);
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->last_result, sizeof(t->last_result), fmt, ap);
@@ -132,15 +152,20 @@ static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
         t->fail_streak++;
         t->ok_streak = 0;
     }
+    /* A check the sentinels asked for: the host they named needs one pass. */
+    bool expedited = t->expedite_started;
+    t->expedite_started = false;
     enum hc_state old = hc_target_state(t), state = old;
     if (old == HC_UNKNOWN)
         state = ok ? HC_UP : t->fail_streak >= t->fall ? HC_DOWN : HC_UNKNOWN;
     else if (old == HC_UP && !ok && t->fail_streak >= t->fall)
         state = HC_DOWN;
-    else if (old == HC_DOWN && ok && t->ok_streak >= t->rise)
+    else if (old == HC_DOWN && ok && (t->ok_streak >= t->rise || expedited))
         state = HC_UP;
     __atomic_store_n(&t->state, (int)state, __ATOMIC_RELEASE);
     __atomic_store_n(&t->eligible, !t->gates || state == HC_UP, __ATOMIC_RELEASE);
+    if (expedited)
+        __atomic_store_n(&t->expedited, 0, __ATOMIC_RELEASE);
     if (state == old) {
         if (!ok)
             gw_debug("health: api_id=%s target %s check failed (%d in a row, %s): %s", t->api_id,
@@ -393,6 +418,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                  t->api_id, t->name);
         return;
     }
+    t->expedite_started = __atomic_load_n(&t->expedited, __ATOMIC_RELAXED) != 0;
     t->started_ms = now_ms();
     t->addr = 0;
     probe_connect(t);
@@ -400,12 +426,69 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- engine ---------------------------------------------------------------------- */
 
-struct hc_engine *hc_engine_new(struct event_base *base)
+struct hc_engine *hc_engine_new(struct event_base *base, struct evdns_base *dns)
 {
     struct hc_engine *e = calloc(1, sizeof(*e));
-    if (e != NULL)
+    if (e != NULL) {
         e->base = base;
+        e->dns = dns;
+    }
     return e;
+}
+
+struct event_base *hc_engine_base(const struct hc_engine *e)
+{
+    return e->base;
+}
+
+struct evdns_base *hc_engine_dns(const struct hc_engine *e)
+{
+    return e->dns;
+}
+
+struct hc_sentinel **hc_engine_watchers(struct hc_engine *e)
+{
+    return &e->watchers;
+}
+
+void hc_engine_changed(struct hc_engine *e)
+{
+    if (e->on_change != NULL)
+        e->on_change(e->arg, NULL, false);
+}
+
+void hc_engine_ask_reload(struct hc_engine *e)
+{
+    e->reload_asked = true;
+}
+
+bool hc_engine_take_reload_request(struct hc_engine *e)
+{
+    bool asked = e->reload_asked;
+    e->reload_asked = false;
+    return asked;
+}
+
+void hc_engine_expedite(struct hc_engine *e, const struct hc_sentinel *w,
+                        const struct sockaddr *addr)
+{
+    for (struct hc_target *t = e->targets; t != NULL; t = t->next) {
+        if (t->sentinel != w)
+            continue;
+        bool probes = false;
+        for (int i = 0; i < t->naddrs && !probes; i++)
+            probes = hc_dns_same_addr((const struct sockaddr *)&t->addrs[i], addr) != 0;
+        if (!probes)
+            continue;
+        __atomic_store_n(&t->expedited, 1, __ATOMIC_RELEASE);
+        /* A probe in flight began before the switch: the next one counts,
+         * and starts as soon as this one ends (its tick is due now). */
+        struct timeval now = {0, 0};
+        if (t->bev == NULL)
+            evtimer_add(t->tick, &now);
+        else
+            t->rerun = true;
+    }
 }
 
 void hc_engine_on_change(struct hc_engine *e, void (*cb)(void *arg, struct hc_target *t, bool up),
@@ -448,7 +531,7 @@ static struct hc_target *find_same(struct hc_engine *e, const struct hc_target_s
                     t->proxy == spec->proxy && t->interval_ms == spec->interval_ms &&
                     t->timeout_ms == spec->timeout_ms && t->fall == spec->fall &&
                     t->rise == spec->rise && t->gates == spec->gates &&
-                    hc_script_equal(&t->script, script);
+                    t->sentinel == spec->sentinel && hc_script_equal(&t->script, script);
         for (int i = 0; same && i < naddrs; i++)
             same = t->addrlens[i] == spec->addrlens[i] &&
                    memcmp(&t->addrs[i], &spec->addrs[i], spec->addrlens[i]) == 0;
@@ -502,6 +585,7 @@ struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec
     t->fall = spec->fall;
     t->rise = spec->rise;
     t->gates = spec->gates;
+    t->sentinel = spec->sentinel;
     t->state = HC_UNKNOWN;
     t->eligible = !spec->gates;
     snprintf(t->last_result, sizeof(t->last_result), "not checked yet");
@@ -555,6 +639,7 @@ void hc_engine_free(struct hc_engine *e)
 {
     if (e == NULL)
         return;
+    hc_sentinel_free_all(e->watchers);
     struct hc_target *t = e->targets;
     while (t != NULL) {
         struct hc_target *next = t->next;

@@ -7,6 +7,7 @@
 #ifndef HC_ENGINE_H
 #define HC_ENGINE_H
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
@@ -17,6 +18,7 @@
 
 struct hc_engine;
 struct hc_target;
+struct hc_sentinel;
 
 enum hc_state {
     HC_UNKNOWN, /* not checked yet */
@@ -46,6 +48,9 @@ struct hc_target_spec {
     int64_t timeout_ms; /* per step; the connect and handshake count as one */
     int fall, rise;
     bool gates; /* check_host_against_uptime_tests: eligible only once it passed */
+    /* The Sentinel watcher that names this host, if any: when it names the
+     * host the master, the check runs at once and one pass brings it up. */
+    const struct hc_sentinel *sentinel;
 };
 
 /* What the admin API and metrics read (later), and the logs now. */
@@ -57,12 +62,20 @@ struct hc_status {
     char last_result[256]; /* "ok", or why the last check failed */
 };
 
-struct hc_engine *hc_engine_new(struct event_base *base) __attribute__((warn_unused_result));
+/* dns resolves the names Sentinel watchers meet; NULL: numeric addresses only. */
+struct hc_engine *hc_engine_new(struct event_base *base, struct evdns_base *dns)
+    __attribute__((warn_unused_result));
 void hc_engine_free(struct hc_engine *e);
 
-/* Called on the control thread after a target changes state. */
+/* Called on the control thread after a target changes state, or with t NULL
+ * when a Sentinel watcher changed which nodes are eligible (or added a node
+ * to its table). */
 void hc_engine_on_change(struct hc_engine *e, void (*cb)(void *arg, struct hc_target *t, bool up),
                          void *arg);
+
+/* Whether a watcher asked for a reload since the last call (its node table
+ * is full); the flag is cleared. Control thread. */
+bool hc_engine_take_reload_request(struct hc_engine *e);
 
 /* Adds a target; its first check runs at once. When a target with exactly
  * this spec runs already (a reload kept the check), that one is returned with
@@ -82,6 +95,10 @@ void hc_target_release(struct hc_target *t);
 /* Lock-free; any thread. */
 bool hc_target_eligible(const struct hc_target *t);
 enum hc_state hc_target_state(const struct hc_target *t);
+/* A gating check with no verdict yet, or one asked for at once (the
+ * sentinels named the host) that has not finished: a new connection may
+ * wait for it. */
+bool hc_target_pending(const struct hc_target *t);
 
 /* Control thread only. */
 void hc_target_status(const struct hc_target *t, struct hc_status *out);
