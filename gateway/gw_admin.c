@@ -14,6 +14,7 @@
 #include "gw_log.h"
 #include "gw_metrics.h"
 #include "hc_engine.h"
+#include "hc_sentinel.h"
 
 /* The status page, generated from gateway/status.html at build time. */
 extern const unsigned char gw_status_page[];
@@ -101,6 +102,62 @@ static json_t *check_json(const struct hc_target *hc)
                      st.last_result);
 }
 
+/* What the sentinels say of a target, or null for a definition without them. */
+static json_t *node_json(const struct gw_upstream *u)
+{
+    if (u->node == NULL)
+        return json_null();
+    struct hc_sentinel_node_status st;
+    hc_sentinel_node_status(u->node, &st);
+    return json_pack("{s:b, s:b, s:i, s:I, s:s?}", "named", st.named, "eligible", st.eligible,
+                     "named_by", st.named_by, "epoch", (json_int_t)st.epoch, "veto",
+                     st.veto[0] != '\0' ? st.veto : NULL);
+}
+
+/* A definition's watcher: the verdict, each sentinel, and what it counted. */
+static json_t *sentinel_json(const struct gw_api *api)
+{
+    if (api->sentinel == NULL)
+        return json_null();
+    struct hc_sentinel_status st;
+    hc_sentinel_status(api->sentinel, &st);
+    json_t *links = json_array();
+    for (size_t i = 0; i < st.nlinks; i++) {
+        struct hc_sentinel_link_status ls;
+        hc_sentinel_link(api->sentinel, i, &ls);
+        json_t *failures = json_object();
+#define FAILURE_JSON(name, desc)                                                                   \
+    json_object_set_new(failures, #name, json_integer((json_int_t)ls.failures[HC_SF_##name]));
+        HC_SENTINEL_FAILURES(FAILURE_JSON)
+#undef FAILURE_JSON
+        json_array_append_new(links,
+                              json_pack("{s:s, s:b, s:b, s:s?, s:o}", "sentinel", ls.name, "up",
+                                        ls.up, "subscribed", ls.subscribed, "problem",
+                                        ls.problem[0] ? ls.problem : NULL, "failures", failures));
+    }
+    json_t *events = json_object();
+    for (int k = 0; k < HC_SN_EV_COUNT; k++)
+        if (st.events[k] > 0)
+            json_object_set_new(events, hc_sn_event_name((enum hc_sn_event_kind)k),
+                                json_integer((json_int_t)st.events[k]));
+    json_t *refused = json_object();
+#define REFUSAL_JSON(name, desc)                                                                   \
+    json_object_set_new(refused, #name, json_integer((json_int_t)st.refused[HC_SR_##name]));
+    HC_SENTINEL_REFUSALS(REFUSAL_JSON)
+#undef REFUSAL_JSON
+    json_t *last = st.last_switch_ms >= 0
+                       ? json_pack("{s:I, s:I, s:s}", "delay_ms", (json_int_t)st.last_switch_ms,
+                                   "unix", (json_int_t)st.last_switch_unix, "what", st.last_switch)
+                       : json_null();
+    return json_pack(
+        "{s:s, s:s, s:s, s:s?, s:I, s:i, s:i, s:i, s:I, s:o, s:o, s:o, s:I, s:o}", "master_name",
+        st.master_name, "role", api->def->ext.sentinel.replica ? "replica" : "master", "state",
+        st.state, "master", st.master, "epoch", (json_int_t)st.epoch, "named_by", st.named_by,
+        "answered", st.answered, "quorum", st.quorum, "switches", (json_int_t)st.switches,
+        "last_switch", last, "sentinels", links, "events", events, "role_verify_failures",
+        (json_int_t)st.role_verify_failures, "refused", refused);
+}
+
 static json_t *targets_json(const struct gw_view *v, const struct gw_api *api)
 {
     json_t *list = json_array();
@@ -120,6 +177,7 @@ static json_t *targets_json(const struct gw_view *v, const struct gw_api *api)
         GW_TARGET_COUNTERS(GW_STAT_JSON)
 #undef GW_STAT_JSON
         json_object_set_new(t, "check", u->hc != NULL ? check_json(u->hc) : json_null());
+        json_object_set_new(t, "sentinel", node_json(u));
         json_array_append_new(list, t);
     }
     return list;
@@ -138,12 +196,12 @@ static json_t *apis_json(const struct gw_view *v)
 #define GW_STAT_JSON(name, desc) json_object_set_new(stats, #name, json_integer(sum.name));
         GW_API_COUNTERS(GW_STAT_JSON)
 #undef GW_STAT_JSON
-        json_array_append_new(apis, json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:o}", "api_id",
-                                              d->api_id, "name", d->name ? d->name : "", "file",
-                                              d->file, "listen_port", d->listen_port, "protocol",
-                                              api_protocol_name(d->protocol), "domain",
-                                              d->domain ? d->domain : "", "targets",
-                                              targets_json(v, api), "stats", stats));
+        json_array_append_new(
+            apis, json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:o, s:o}", "api_id", d->api_id,
+                            "name", d->name ? d->name : "", "file", d->file, "listen_port",
+                            d->listen_port, "protocol", api_protocol_name(d->protocol), "domain",
+                            d->domain ? d->domain : "", "targets", targets_json(v, api), "stats",
+                            stats, "sentinel", sentinel_json(api)));
     }
     json_t *errors = json_array();
     for (size_t i = 0; v->load_diags != NULL && i < v->load_diags->count; i++) {
@@ -164,9 +222,10 @@ static json_t *apis_json(const struct gw_view *v)
                      "gateway", gateway);
 }
 
+/* Every target that something decides for: its check, the sentinels, or both. */
 static json_t *health_json(const struct gw_view *v)
 {
-    json_t *list = json_array();
+    json_t *list = json_array(), *sentinels = json_array();
     const struct gw_snapshot *s = v->snap;
     for (size_t a = 0; a < s->napis; a++) {
         const struct gw_api *api = &s->apis[a];
@@ -174,16 +233,23 @@ static json_t *health_json(const struct gw_view *v)
             const struct gw_upstream *u = &api->ups[i];
             bool repeat = false;
             for (size_t j = 0; j < i && !repeat; j++)
-                repeat = api->ups[j].hc == u->hc;
-            if (u->hc == NULL || repeat)
+                repeat = strcmp(api->ups[j].label, u->label) == 0;
+            if ((u->hc == NULL && u->node == NULL) || repeat)
                 continue;
-            json_t *c = check_json(u->hc);
+            json_t *c = u->hc != NULL ? check_json(u->hc) : json_object();
             json_object_set_new(c, "api_id", json_string(api->def->api_id));
             json_object_set_new(c, "target", json_string(u->label));
+            json_object_set_new(c, "eligible", json_boolean(gw_upstream_eligible(api, i)));
+            json_object_set_new(c, "sentinel", node_json(u));
             json_array_append_new(list, c);
         }
+        if (api->sentinel != NULL) {
+            json_t *sn = sentinel_json(api);
+            json_object_set_new(sn, "api_id", json_string(api->def->api_id));
+            json_array_append_new(sentinels, sn);
+        }
     }
-    return json_pack("{s:o}", "targets", list);
+    return json_pack("{s:o, s:o}", "targets", list, "sentinels", sentinels);
 }
 
 /* ---- routing ------------------------------------------------------------------------ */

@@ -6,6 +6,7 @@
 
 #include "gw_access_log.h"
 #include "hc_engine.h"
+#include "hc_sentinel.h"
 
 /* Label values may hold any byte a definition allows: escape as the text
  * format requires. */
@@ -169,6 +170,131 @@ static void render_targets(struct evbuffer *out, const struct gw_view *v)
 #undef CHECK_FAMILY
 }
 
+/* Sentinel mode: per definition, what its watcher sees and counted. */
+static void sentinel_labels(struct evbuffer *out, const char *name, const struct gw_api *api)
+{
+    evbuffer_add_printf(out, "tcpgate_%s{", name);
+    label(out, "api_id", api->def->api_id);
+}
+
+static void render_sentinels(struct evbuffer *out, const struct gw_view *v)
+{
+    const struct gw_snapshot *s = v->snap;
+    size_t n = 0;
+    for (size_t a = 0; a < s->napis; a++)
+        n += s->apis[a].sentinel != NULL;
+    if (n == 0)
+        return;
+    struct hc_sentinel_status st[n];
+    const struct gw_api *apis[n];
+    n = 0;
+    for (size_t a = 0; a < s->napis; a++) {
+        if (s->apis[a].sentinel != NULL) {
+            apis[n] = &s->apis[a];
+            hc_sentinel_status(s->apis[a].sentinel, &st[n++]);
+        }
+    }
+    family(out, "sentinel_up", "gauge", "1 when the sentinel answered its last queries");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < st[i].nlinks; k++) {
+            struct hc_sentinel_link_status ls;
+            hc_sentinel_link(apis[i]->sentinel, k, &ls);
+            sentinel_labels(out, "sentinel_up", apis[i]);
+            evbuffer_add(out, ",", 1);
+            label(out, "sentinel", ls.name);
+            evbuffer_add_printf(out, "} %d\n", ls.up ? 1 : 0);
+        }
+    }
+    family(out, "sentinel_subscribed", "gauge",
+           "1 when the sentinel's failover events arrive; 0: it is polled only");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < st[i].nlinks; k++) {
+            struct hc_sentinel_link_status ls;
+            hc_sentinel_link(apis[i]->sentinel, k, &ls);
+            sentinel_labels(out, "sentinel_subscribed", apis[i]);
+            evbuffer_add(out, ",", 1);
+            label(out, "sentinel", ls.name);
+            evbuffer_add_printf(out, "} %d\n", ls.subscribed ? 1 : 0);
+        }
+    }
+    family(out, "sentinel_query_failures_total", "counter",
+           "Queries to a sentinel that failed, by reason");
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < st[i].nlinks; k++) {
+            struct hc_sentinel_link_status ls;
+            hc_sentinel_link(apis[i]->sentinel, k, &ls);
+#define FAILURE_SAMPLE(id, desc)                                                                   \
+    sentinel_labels(out, "sentinel_query_failures_total", apis[i]);                                \
+    evbuffer_add(out, ",", 1);                                                                     \
+    label(out, "sentinel", ls.name);                                                               \
+    evbuffer_add_printf(out, ",reason=\"" #id "\"} %" PRIu64 "\n", ls.failures[HC_SF_##id]);
+            HC_SENTINEL_FAILURES(FAILURE_SAMPLE)
+#undef FAILURE_SAMPLE
+        }
+    }
+    family(out, "sentinel_config_epoch", "gauge", "The config epoch of the master in force");
+    for (size_t i = 0; i < n; i++) {
+        sentinel_labels(out, "sentinel_config_epoch", apis[i]);
+        evbuffer_add_printf(out, "} %" PRIu64 "\n", st[i].epoch);
+    }
+    family(out, "sentinel_named_by", "gauge", "Sentinels that named the master in force");
+    for (size_t i = 0; i < n; i++) {
+        sentinel_labels(out, "sentinel_named_by", apis[i]);
+        evbuffer_add_printf(out, "} %d\n", st[i].named_by);
+    }
+    family(out, "sentinel_master_switches_total", "counter",
+           "Times the master changed by the sentinels' verdict");
+    for (size_t i = 0; i < n; i++) {
+        sentinel_labels(out, "sentinel_master_switches_total", apis[i]);
+        evbuffer_add_printf(out, "} %" PRIu64 "\n", st[i].switches);
+    }
+    family(out, "sentinel_last_switch_seconds", "gauge",
+           "The last switch: from the first event (or answer) that showed it to the commit");
+    for (size_t i = 0; i < n; i++) {
+        if (st[i].last_switch_ms < 0)
+            continue;
+        sentinel_labels(out, "sentinel_last_switch_seconds", apis[i]);
+        evbuffer_add_printf(out, "} %.3f\n", (double)st[i].last_switch_ms / 1000.0);
+    }
+    family(out, "sentinel_events_total", "counter", "Sentinel events about the master, by type");
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < HC_SN_EV_COUNT; k++) {
+            if (st[i].events[k] == 0)
+                continue;
+            sentinel_labels(out, "sentinel_events_total", apis[i]);
+            evbuffer_add(out, ",", 1);
+            label(out, "event", hc_sn_event_name((enum hc_sn_event_kind)k));
+            evbuffer_add_printf(out, "} %" PRIu64 "\n", st[i].events[k]);
+        }
+    }
+    family(out, "sentinel_role_verify_failures_total", "counter",
+           "Nodes the sentinels named whose ROLE did not confirm it");
+    for (size_t i = 0; i < n; i++) {
+        sentinel_labels(out, "sentinel_role_verify_failures_total", apis[i]);
+        evbuffer_add_printf(out, "} %" PRIu64 "\n", st[i].role_verify_failures);
+    }
+    family(out, "sentinel_refused_total", "counter",
+           "Addresses the sentinels named that were not used, by reason");
+    for (size_t i = 0; i < n; i++) {
+#define REFUSAL_SAMPLE(name, desc)                                                                 \
+    sentinel_labels(out, "sentinel_refused_total", apis[i]);                                       \
+    evbuffer_add_printf(out, ",reason=\"" #name "\"} %" PRIu64 "\n", st[i].refused[HC_SR_##name]);
+        HC_SENTINEL_REFUSALS(REFUSAL_SAMPLE)
+#undef REFUSAL_SAMPLE
+    }
+    family(out, "target_sentinel_named", "gauge",
+           "1 when the sentinels name the target for its definition's role");
+    for (size_t i = 0; i < n; i++) {
+        const struct gw_api *api = apis[i];
+        for (size_t k = 0; k < api->nups; k++) {
+            if (api->ups[k].node == NULL || !first_entry(api, k))
+                continue;
+            target_labels(out, "target_sentinel_named", api, &api->ups[k]);
+            evbuffer_add_printf(out, "%d\n", hc_sentinel_node_named(api->ups[k].node) ? 1 : 0);
+        }
+    }
+}
+
 /* A family of per-port counters, one sample per (port, reason). */
 struct reason {
     const char *name;
@@ -286,6 +412,7 @@ void gw_metrics_render(struct evbuffer *out, const struct gw_view *v)
 {
     render_apis(out, v);
     render_targets(out, v);
+    render_sentinels(out, v);
     render_ports(out, v);
     render_gateway(out, v);
 }

@@ -107,8 +107,7 @@ struct hc_dns_req *hc_dns_resolve(struct evdns_base *dns, const char *host, uint
     char service[8];
     snprintf(service, sizeof(service), "%u", (unsigned)port);
     struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct evdns_getaddrinfo_request *q =
-        evdns_getaddrinfo(dns, host, service, &hints, on_done, r);
+    struct evdns_getaddrinfo_request *q = evdns_getaddrinfo(dns, host, service, &hints, on_done, r);
     if (q == NULL)
         return NULL; /* answered at once: on_done has run and freed r */
     r->req = q;

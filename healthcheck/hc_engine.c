@@ -48,7 +48,6 @@ struct hc_target {
     int eligible;
     int expedited;         /* a check asked for at once has not finished yet */
     bool expedite_started; /* the probe in flight began after it was asked for */
-    bool rerun;            /* start the next probe as soon as this one ends */
 
     int ok_streak, fail_streak;
     uint64_t checks, failures, transitions;
@@ -133,11 +132,6 @@ static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
 static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
 {
     probe_stop(t);
-    if (t->rerun) {
-        t->rerun = false;
-        struct timeval now = {0, 0};
-        evtimer_add(t->tick, &now);
-    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->last_result, sizeof(t->last_result), fmt, ap);
@@ -481,13 +475,12 @@ void hc_engine_expedite(struct hc_engine *e, const struct hc_sentinel *w,
         if (!probes)
             continue;
         __atomic_store_n(&t->expedited, 1, __ATOMIC_RELEASE);
-        /* A probe in flight began before the switch: the next one counts,
-         * and starts as soon as this one ends (its tick is due now). */
+        /* A probe in flight began before the switch, and may be waiting out
+         * its timeout on what the node said then: it is dropped without a
+         * verdict, and a new one starts now. */
+        probe_stop(t);
         struct timeval now = {0, 0};
-        if (t->bev == NULL)
-            evtimer_add(t->tick, &now);
-        else
-            t->rerun = true;
+        evtimer_add(t->tick, &now);
     }
 }
 

@@ -174,8 +174,8 @@ static int dispatch(struct hc_redis *r, redisReply *reply)
     if (c->cb == NULL && reply->type == REDIS_REPLY_ERROR) {
         /* AUTH or CLIENT SETNAME refused: Redis's words are the reason. */
         char why[192];
-        snprintf(why, sizeof(why), "%s refused: %.*s", c->what, reply->len > 150 ? 150 : (int)reply->len,
-                 reply->str);
+        snprintf(why, sizeof(why), "%s refused: %.*s", c->what,
+                 reply->len > 150 ? 150 : (int)reply->len, reply->str);
         link_close(r, HC_REDIS_AUTH, why);
         return -1;
     }

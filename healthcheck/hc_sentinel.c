@@ -22,8 +22,11 @@
 /* Rounds come this often while a failover is under way or a node is being
  * verified (or the poll interval, when shorter). */
 #define BUSY_POLL_MS 100
-/* A ROLE check that failed is tried again after this. */
+/* A ROLE check that failed is tried again after this; a node whose ROLE
+ * refuted that it is the master at some epoch is not held to for that
+ * epoch for REFUTED_MS. */
 #define VERIFY_RETRY_MS 200
+#define REFUTED_MS 1000
 /* How long a master is held at most before it is served again while the
  * sentinels still disagree: max(HOLD_MAX_MS, HOLD_MAX_POLLS x poll). */
 #define HOLD_MAX_MS 5000
@@ -58,7 +61,11 @@ struct hc_sentinel_node {
     bool verified; /* ROLE said slave since it was listed */
     struct verify *verify;
     int64_t verify_after_ms; /* no new ROLE check before */
-    char problem[200];       /* the last problem logged about it */
+    uint64_t refuted_epoch;  /* epoch + 1 at which ROLE said it is not the master; 0: none */
+    int64_t refuted_until_ms;
+    uint64_t confirmed_epoch; /* epoch + 1 at which ROLE said it is the master; 0: none */
+    int64_t confirmed_ms;
+    char problem[200]; /* the last problem logged about it */
 };
 
 /* A ROLE check of a node on a connection of its own. */
@@ -85,7 +92,7 @@ struct link {
     bool up;          /* answered its last queries */
     bool subscribed;  /* its events arrive */
     bool sub_refused; /* SUBSCRIBE was refused: polled only until it reconnects */
-    bool tilt;        /* in TILT mode: its answers are left out */
+    bool tilt;        /* in TILT mode (it acts on nothing, but its answers stand) */
     /* The round under way. */
     bool asked;
     int pending; /* replies still to come */
@@ -195,8 +202,7 @@ static void watcher_problem(struct hc_sentinel *w, const char *fmt, ...)
     if (msg[0] != '\0')
         gw_warn("sentinel: api_id=%s %s: %s", w->api_id, w->cfg.master_name, msg);
     else
-        gw_info("sentinel: api_id=%s %s: the sentinels agree again", w->api_id,
-                w->cfg.master_name);
+        gw_info("sentinel: api_id=%s %s: the sentinels agree again", w->api_id, w->cfg.master_name);
     snprintf(w->problem, sizeof(w->problem), "%s", msg);
 }
 
@@ -214,8 +220,8 @@ static void node_problem(struct hc_sentinel_node *n, const char *fmt, ...)
     if (strcmp(msg, n->problem) == 0)
         return;
     if (msg[0] != '\0')
-        gw_warn("sentinel: api_id=%s %s: node %s: %s", n->w->api_id, n->w->cfg.master_name,
-                n->name, msg);
+        gw_warn("sentinel: api_id=%s %s: node %s: %s", n->w->api_id, n->w->cfg.master_name, n->name,
+                msg);
     snprintf(n->problem, sizeof(n->problem), "%s", msg);
 }
 
@@ -375,8 +381,8 @@ static void set_hold(struct hc_sentinel *w, bool on)
         set_flags(&m->flags, 0, NF_HELD);
         set_flags(&w->mode, 0, WF_SETTLING);
         if (!w->hold_suppressed)
-            gw_info("sentinel: api_id=%s %s: master %s is kept: no failover followed",
-                    w->api_id, w->cfg.master_name, m->name);
+            gw_info("sentinel: api_id=%s %s: master %s is kept: no failover followed", w->api_id,
+                    w->cfg.master_name, m->name);
     }
 }
 
@@ -441,11 +447,21 @@ static void verify_done(struct verify *v, const char *failure)
     if (failure != NULL) {
         w->role_verify_failures++;
         n->verify_after_ms = gw_now_ms() + VERIFY_RETRY_MS;
+        if (master) {
+            n->refuted_epoch = v->epoch + 1;
+            n->refuted_until_ms = gw_now_ms() + REFUTED_MS;
+            if (w->candidate == n->index)
+                w->candidate = -1;
+        }
         node_problem(n, "named as %s by the sentinels, but %s; %s",
                      master ? "the master" : "a replica", failure,
                      master ? "not switching" : "not used");
     } else {
         node_problem(n, NULL);
+        if (master) {
+            n->confirmed_epoch = v->epoch + 1;
+            n->confirmed_ms = gw_now_ms();
+        }
         if (master && w->candidate == n->index) {
             commit(w, n, v->epoch, v->agree);
         } else if (!master && n->listed && n->index != w->master) {
@@ -513,8 +529,8 @@ static void start_verify(struct hc_sentinel *w, struct hc_sentinel_node *n, bool
         .password = w->cfg.node_password,
         .client_name = "tcpgate-sentinel-verify",
     };
-    v->link = hc_redis_connect(hc_engine_base(w->e), (const struct sockaddr *)&n->seen,
-                               n->seenlen, &o);
+    v->link =
+        hc_redis_connect(hc_engine_base(w->e), (const struct sockaddr *)&n->seen, n->seenlen, &o);
     static const char *const role[] = {"ROLE"};
     if (v->link == NULL || hc_redis_command(v->link, 1, role, 1, on_role, v) != 0) {
         hc_redis_free(v->link);
@@ -578,6 +594,38 @@ static bool apply_replicas(struct hc_sentinel *w, const struct hc_sn_verdict *v,
     return dropped;
 }
 
+/* Whether a node's ROLE said it is not the master at this epoch, lately. */
+static bool refuted(const struct hc_sentinel_node *n, uint64_t epoch)
+{
+    return n->refuted_epoch == epoch + 1 && gw_now_ms() < n->refuted_until_ms;
+}
+
+/* Whether its ROLE said it is the master at this epoch a moment ago. */
+static bool confirmed(const struct hc_sentinel_node *n, uint64_t epoch)
+{
+    return n->confirmed_epoch == epoch + 1 && gw_now_ms() - n->confirmed_ms <= VERIFY_RETRY_MS;
+}
+
+/* A node a sentinel names as the master at a newer epoch than the verdict's:
+ * the master in force is held while that claim stands, that is until the
+ * node's ROLE refutes it. Returns whether it stands. */
+static bool contender_stands(struct hc_sentinel *w, const struct hc_sn_verdict *v, bool *added)
+{
+    if (!v->has_contender)
+        return false;
+    struct sockaddr_storage sa;
+    socklen_t len;
+    int rc = named_addr(w, &v->contender, &sa, &len);
+    if (rc != 0)
+        return rc > 0; /* being looked up: it may stand */
+    struct hc_sentinel_node *n = node_for(w, &v->contender, (struct sockaddr *)&sa, len, added);
+    if (n == NULL || n->index == w->master || refuted(n, v->contender_epoch))
+        return false;
+    if (!confirmed(n, v->contender_epoch))
+        start_verify(w, n, true, v->contender_epoch, 1);
+    return true;
+}
+
 /* Acts on a round's verdict. */
 static void apply(struct hc_sentinel *w, const struct hc_sn_verdict *v)
 {
@@ -589,8 +637,9 @@ static void apply(struct hc_sentinel *w, const struct hc_sn_verdict *v)
     if (v->kind == HC_SN_V_NONE) {
         if (w->unreachable_since_ms == 0)
             w->unreachable_since_ms = now;
-        bool fallback = w->cfg.fallback_to_checks &&
-                        now - w->unreachable_since_ms >= UNREACHABLE_POLLS * w->cfg.poll_interval_ms;
+        bool fallback =
+            w->cfg.fallback_to_checks &&
+            now - w->unreachable_since_ms >= UNREACHABLE_POLLS * w->cfg.poll_interval_ms;
         if (fallback && !(w->mode & WF_FALLBACK)) {
             set_flags(&w->mode, WF_FALLBACK, 0);
             hc_engine_changed(w->e);
@@ -610,13 +659,18 @@ static void apply(struct hc_sentinel *w, const struct hc_sn_verdict *v)
         watcher_problem(w, "the sentinels do not know master name \"%s\"", w->cfg.master_name);
         return;
     }
+    bool added = false, dropped = false;
+    bool hold = v->down || v->promoting || contender_stands(w, v, &added);
     if (v->kind == HC_SN_V_SPLIT) {
-        watcher_problem(w, "no address has the quorum of %d (%d sentinels answered); master %s "
-                           "stays",
+        watcher_problem(w,
+                        "no address has the quorum of %d (%d sentinels answered); master %s "
+                        "stays",
                         v->quorum, v->answered, cur);
-        if (v->contested)
+        if (hold)
             note_trigger(w, "a poll that found the sentinels disagreeing");
-        set_hold(w, v->contested);
+        set_hold(w, hold);
+        if (added)
+            hc_engine_changed(w->e);
         return;
     }
     struct sockaddr_storage sa;
@@ -627,11 +681,9 @@ static void apply(struct hc_sentinel *w, const struct hc_sn_verdict *v)
             refuse(w, HC_SR_unresolved, &v->master);
         return; /* a round follows the lookup */
     }
-    bool added = false;
     struct hc_sentinel_node *n = node_for(w, &v->master, (struct sockaddr *)&sa, len, &added);
-    bool dropped = false;
     if (n == NULL) {
-        /* Refused: the verdict in force stays. */
+        set_hold(w, hold); /* refused: the verdict in force stays */
     } else if (n->index == w->master) {
         watcher_problem(w, NULL);
         w->candidate = -1;
@@ -639,20 +691,28 @@ static void apply(struct hc_sentinel *w, const struct hc_sn_verdict *v)
             w->epoch = v->epoch;
         w->named_by = v->agree;
         n->named_by = v->agree;
-        if (v->contested || v->down)
+        if (hold) {
             note_trigger(w, "a poll that found a failover under way");
-        else {
+        } else {
             w->trigger_ms = 0;
             w->trigger[0] = '\0';
         }
-        set_hold(w, v->contested || v->down);
+        set_hold(w, hold);
+    } else if (refuted(n, v->epoch)) {
+        /* Its ROLE said otherwise a moment ago: the verdict in force stays,
+         * and the node is asked again later. */
+        w->candidate = -1;
+        set_hold(w, hold);
     } else {
         watcher_problem(w, NULL);
         note_trigger(w, "a poll naming %s", n->name);
         n->named_by = v->agree;
         w->candidate = n->index;
         set_hold(w, true); /* the quorum names another: hold this one until it is verified */
-        start_verify(w, n, true, v->epoch, v->agree);
+        if (confirmed(n, v->epoch))
+            commit(w, n, v->epoch, v->agree); /* as a contender, a moment ago */
+        else
+            start_verify(w, n, true, v->epoch, v->agree);
     }
     dropped = apply_replicas(w, v, &added);
     if (added || dropped)
@@ -674,7 +734,7 @@ static void round_finish(struct hc_sentinel *w)
     size_t n = 0;
     for (size_t i = 0; i < w->nlinks; i++) {
         struct link *l = &w->links[i];
-        if (l->asked && !l->failed && !l->tilt)
+        if (l->asked && !l->failed)
             w->answers[n++] = l->ans;
         l->asked = false;
     }
@@ -791,8 +851,8 @@ static void on_master(void *arg, const redisReply *r, const char *why)
         l->ans.failover = m.failover;
         /* The flags describe the configured master, which a sentinel that
          * promoted a replica no longer names. */
-        l->ans.flags = hc_sn_addr_equal(&m.addr, &l->ans.master) ? m.flags
-                                                                 : (m.flags & HC_SN_F_FAILOVER);
+        l->ans.flags =
+            hc_sn_addr_equal(&m.addr, &l->ans.master) ? m.flags : (m.flags & HC_SN_F_FAILOVER);
     }
     link_answered(l);
 }
@@ -921,7 +981,7 @@ static bool switched_already(const struct hc_sentinel *w, const struct hc_sn_eve
         return is_master(w, &ev->to);
     if (ev->kind == HC_SN_EV_RECONF_SLAVES)
         return !is_master(w, &ev->instance); /* it names the old master */
-    return is_master(w, &ev->instance);     /* it names the replica promoted */
+    return is_master(w, &ev->instance);      /* it names the replica promoted */
 }
 
 static void on_message(void *arg, const redisReply *msg)
@@ -940,8 +1000,8 @@ static void on_message(void *arg, const redisReply *msg)
     if (ev.kind == HC_SN_EV_TILT || ev.kind == HC_SN_EV_TILT_CLEARED) {
         w->events[ev.kind]++;
         l->tilt = ev.kind == HC_SN_EV_TILT;
-        if (l->tilt)
-            link_problem(l, HC_SF_error, "in TILT mode: its answers are left out");
+        gw_info("sentinel: api_id=%s %s: sentinel %s %s TILT mode", w->api_id, w->cfg.master_name,
+                l->name, l->tilt ? "entered" : "left");
         round_start(w);
         return;
     }
@@ -1017,8 +1077,7 @@ static void sub_connect(struct link *l)
         argv[k + 1] = hc_sn_event_name((enum hc_sn_event_kind)k);
     l->sub = hc_redis_connect(hc_engine_base(w->e), (struct sockaddr *)&l->addr, l->addrlen, &o);
     if (l->sub == NULL ||
-        hc_redis_command(l->sub, HC_SN_EV_OTHER + 1, argv, HC_SN_EV_OTHER, on_subscribed, l) !=
-            0) {
+        hc_redis_command(l->sub, HC_SN_EV_OTHER + 1, argv, HC_SN_EV_OTHER, on_subscribed, l) != 0) {
         hc_redis_free(l->sub);
         l->sub = NULL;
         arm_ms(l->sub_retry, jitter(l->sub_backoff_ms));
@@ -1367,12 +1426,12 @@ void hc_sentinel_status(const struct hc_sentinel *w, struct hc_sentinel_status *
     bool up = false;
     for (size_t i = 0; i < w->nlinks; i++)
         up |= w->links[i].up;
-    out->state = w->mode & WF_FALLBACK    ? "fallback"
-                 : !up                    ? "unreachable"
-                 : w->candidate >= 0      ? "switching"
-                 : holding(w)             ? "holding"
+    out->state = w->mode & WF_FALLBACK     ? "fallback"
+                 : !up                     ? "unreachable"
+                 : w->candidate >= 0       ? "switching"
+                 : holding(w)              ? "holding"
                  : !(w->mode & WF_DECIDED) ? "deciding"
-                                          : "ok";
+                                           : "ok";
     out->master = w->master >= 0 ? w->nodes[w->master].name : NULL;
     out->epoch = w->epoch;
     out->named_by = w->named_by;
@@ -1405,13 +1464,15 @@ void hc_sentinel_node_status(const struct hc_sentinel_node *n, struct hc_sentine
     memset(out, 0, sizeof(*out));
     out->named = hc_sentinel_node_named(n);
     out->eligible = hc_sentinel_node_eligible(n);
-    out->named_by = n->named_by;
+    out->named_by = out->named ? n->named_by : 0;
     out->epoch = w->epoch;
     if (out->eligible)
         return;
     const char *master = w->master >= 0 ? w->nodes[w->master].name : NULL;
     if (!(w->mode & WF_DECIDED))
         snprintf(out->veto, sizeof(out->veto), "no verdict from the sentinels yet");
+    else if (w->cfg.replica && n->index == w->master)
+        snprintf(out->veto, sizeof(out->veto), "the master, not a replica");
     else if (!w->cfg.replica && n->index == w->master)
         snprintf(out->veto, sizeof(out->veto),
                  "held: a failover is under way; no new connection until the sentinels agree");
@@ -1423,6 +1484,7 @@ void hc_sentinel_node_status(const struct hc_sentinel_node *n, struct hc_sentine
         snprintf(out->veto, sizeof(out->veto), "not a healthy replica of master %s",
                  master != NULL ? master : "(none)");
     else
-        snprintf(out->veto, sizeof(out->veto), "not the master: the sentinels name %s (epoch %" PRIu64 ")",
+        snprintf(out->veto, sizeof(out->veto),
+                 "not the master: the sentinels name %s (epoch %" PRIu64 ")",
                  master != NULL ? master : "(none)", w->epoch);
 }

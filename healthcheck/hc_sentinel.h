@@ -134,15 +134,15 @@ struct hc_sentinel_link_status {
 
 struct hc_sentinel_status {
     const char *master_name;
-    const char *state; /* "deciding", "ok", "holding", "switching", "unreachable", "fallback" */
+    const char *state;  /* "deciding", "ok", "holding", "switching", "unreachable", "fallback" */
     const char *master; /* NULL: no verdict */
     uint64_t epoch;
     int named_by, answered, quorum;
     size_t nlinks;
     uint64_t switches;
-    int64_t last_switch_ms;  /* first event or differing answer -> commit; -1: none yet */
+    int64_t last_switch_ms; /* first event or differing answer -> commit; -1: none yet */
     int64_t last_switch_unix;
-    char last_switch[800];   /* its log line */
+    char last_switch[800]; /* its log line */
     uint64_t events[HC_SN_EV_COUNT];
     uint64_t role_verify_failures;
     uint64_t refused[HC_SR_COUNT];
@@ -161,7 +161,6 @@ struct hc_sentinel_node_status {
     char veto[400];
 };
 
-void hc_sentinel_node_status(const struct hc_sentinel_node *n,
-                             struct hc_sentinel_node_status *out);
+void hc_sentinel_node_status(const struct hc_sentinel_node *n, struct hc_sentinel_node_status *out);
 
 #endif

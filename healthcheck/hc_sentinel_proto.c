@@ -141,7 +141,7 @@ unsigned hc_sn_parse_flags(const char *s, size_t len)
 static enum hc_sn_failover parse_failover(const redisReply *v)
 {
     static const char *const states[] = {
-        "none",          "wait_start",     "select_slave",  "send_slaveof_noone",
+        "none",           "wait_start",    "select_slave",  "send_slaveof_noone",
         "wait_promotion", "reconf_slaves", "update_config",
     };
     for (size_t i = 1; i < sizeof(states) / sizeof(states[0]); i++)
@@ -448,12 +448,15 @@ void hc_sn_decide(const struct hc_sn_answer *answers, size_t n, int quorum, int 
     const struct hc_sn_addr *ref = best != NULL ? &best->master : current;
     for (size_t i = 0; i < n; i++) {
         const struct hc_sn_answer *a = &answers[i];
-        if (!a->known)
-            continue;
-        if (ref != NULL && a->epoch > ref_epoch && !hc_sn_addr_equal(&a->master, ref))
-            out->contested = true;
         if ((a->flags & HC_SN_F_FAILOVER) && hc_sn_failover_promoting(a->failover))
-            out->contested = true;
+            out->promoting = true;
+        if (!a->known || ref == NULL || a->epoch <= ref_epoch || hc_sn_addr_equal(&a->master, ref))
+            continue;
+        if (!out->has_contender || a->epoch > out->contender_epoch) {
+            out->has_contender = true;
+            out->contender = a->master;
+            out->contender_epoch = a->epoch;
+        }
     }
     if (best == NULL) {
         out->kind = HC_SN_V_SPLIT;

@@ -15,8 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HC_SN_HOST_MAX 255  /* an IP address, or a name with announce-hostnames */
-#define HC_SN_NAME_MAX 255  /* a master name */
+#define HC_SN_HOST_MAX 255    /* an IP address, or a name with announce-hostnames */
+#define HC_SN_NAME_MAX 255    /* a master name */
 #define HC_SN_REPLICAS_MAX 32 /* replicas of one master that a round keeps */
 
 /* An instance address as a sentinel names it. */
@@ -208,9 +208,14 @@ struct hc_sn_verdict {
     /* The quorum sees the master down (s_down or o_down). */
     bool down;
     /* A failover is under way that the verdict does not show yet: a
-     * sentinel names another address at a newer epoch than `current`, or
-     * leads a failover past choosing the replica to promote. */
-    bool contested;
+     * sentinel leads one past choosing the replica to promote (promoting),
+     * or names another address at a newer epoch than the verdict's (or than
+     * current_epoch, when there is no verdict): the contender, at the newest
+     * such epoch. */
+    bool promoting;
+    bool has_contender;
+    struct hc_sn_addr contender;
+    uint64_t contender_epoch;
     /* The master's healthy replicas, each listed as healthy by as many of
      * the sentinels naming the master as the quorum asks (or all of them,
      * when fewer named it). */

@@ -215,6 +215,13 @@ class _Proc:
     def client(self, timeout=5.0):
         return RespClient(self.port, timeout=timeout)
 
+    def clients(self):
+        """CLIENT LIST as a list of dicts."""
+        with self.client() as c:
+            text = c.ok("CLIENT", "LIST").decode()
+        return [dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                for line in text.splitlines() if line]
+
     def pause(self):
         """SIGSTOP: the process hangs; its sockets stay open and connects
         still complete in the kernel."""
@@ -307,9 +314,10 @@ class Sentinel(_Proc):
     name = "sentinel"
 
     def __init__(self, port, master_name, master_port, quorum=2, down_after_ms=1000,
-                 failover_timeout_ms=10000, parallel_syncs=1):
+                 failover_timeout_ms=10000, parallel_syncs=1, extra=()):
         super().__init__(port)
         self.master_name = master_name
+        self.password = None
         lines = [
             "port %d" % port,
             "bind 127.0.0.1",
@@ -321,12 +329,45 @@ class Sentinel(_Proc):
             "sentinel down-after-milliseconds %s %d" % (master_name, down_after_ms),
             "sentinel failover-timeout %s %d" % (master_name, failover_timeout_ms),
             "sentinel parallel-syncs %s %d" % (master_name, parallel_syncs),
-        ]
+        ] + list(extra)
+        for line in extra:
+            if line.startswith("requirepass "):
+                self.password = line.split(None, 1)[1]
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
     def command(self):
         return [REDIS_SENTINEL, self.conf]
+
+    def client(self, timeout=5.0):
+        c = RespClient(self.port, timeout=timeout)
+        if self.password is not None:
+            c.ok("AUTH", self.password)
+        return c
+
+    def start(self, timeout=10.0):
+        if self.password is None:
+            return super().start(timeout)
+        # PING needs AUTH here: wait for the port, then for an answer.
+        out = open(os.path.join(self.dir, "stdout.log"), "ab")
+        try:
+            self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            out.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.client(timeout=1.0) as c:
+                    if c.call("PING") == "PONG":
+                        return self
+            except (OSError, ConnectionError, RespError):
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError("sentinel on port %d did not answer; log:\n%s"
+                                     % (self.port, self.log_tail()))
+            time.sleep(0.05)
+
 
     def master(self):
         """SENTINEL MASTER <name> as a dict of str."""
