@@ -43,13 +43,15 @@ static void parse_choice(struct api_json_ctx *c, json_t *obj, const char *key, c
 static void parse_sentinel(struct api_json_ctx *c, json_t *ext, struct api_sentinel *sn)
 {
     json_t *obj;
+    /* Present, even malformed: the targets follow sentinel mode's rules, so
+     * that "target_url missing" does not follow the real error. */
+    sn->enabled = api_json_get(ext, "sentinel") != NULL;
     if (api_json_object(c, ext, "sentinel", API_EXT_KEY ".sentinel", &obj) != 0 || obj == NULL)
         return;
     static const char *const known[] = {"master_name",   "addrs",          "username", "password",
                                         "node_username", "node_password",  "quorum",   "timeout",
                                         "poll_interval", "on_unreachable", "role",     NULL};
     api_json_strict_keys(c, obj, API_EXT_KEY ".sentinel", known);
-    sn->enabled = true;
     sn->timeout_ms = API_SENTINEL_TIMEOUT_MS;
     sn->poll_interval_ms = API_SENTINEL_POLL_MS;
 #define SN_FIELD(k) API_EXT_KEY ".sentinel." k

@@ -286,6 +286,60 @@ def duration_target_seeds():
     return spread(found, MAX_PER_TARGET - len(CIDRS)) + CIDRS
 
 
+# ---- Sentinel replies and events ----------------------------------------------------------
+
+
+def resp(x):
+    """RESP2 bytes of a value: bytes/str bulk, int integer, None nil, list array."""
+    if x is None:
+        return b"*-1\r\n"
+    if isinstance(x, int):
+        return b":%d\r\n" % x
+    if isinstance(x, list):
+        return b"*%d\r\n" % len(x) + b"".join(resp(e) for e in x)
+    if isinstance(x, str):
+        x = x.encode()
+    return b"$%d\r\n%s\r\n" % (len(x), x)
+
+
+def flat(d):
+    out = []
+    for k, v in d.items():
+        out += [k, str(v)]
+    return out
+
+
+def sentinel_answer(ip, port, epoch, flags="master", failover=None, replicas=()):
+    m = {"name": "mymaster", "ip": ip, "port": port, "flags": flags, "config-epoch": epoch}
+    if failover:
+        m["failover-state"] = failover
+    reps = [flat({"ip": rip, "port": rport, "flags": rflags, "master-link-status": link})
+            for rip, rport, rflags, link in replicas]
+    addr = [ip, str(port)] if ip is not None else None
+    return resp(addr) + resp(flat(m)) + resp(reps)
+
+
+def sentinel_seeds():
+    reps = [("10.0.0.2", 6379, "slave", "ok"), ("10.0.0.3", 6379, "s_down,slave", "err")]
+    one = sentinel_answer("10.0.0.1", 6379, 3, replicas=reps)
+    promoting = sentinel_answer("10.0.0.1", 6379, 3, "master,failover_in_progress",
+                                "wait_promotion", reps)
+    promoted = sentinel_answer("10.0.0.2", 6379, 4, "master,failover_in_progress",
+                               "reconf_slaves", reps)
+    events = [b"+switch-master mymaster 10.0.0.1 6379 10.0.0.2 6380",
+              b"+selected-slave slave 10.0.0.2:6380 10.0.0.2 6380 @ mymaster 10.0.0.1 6379",
+              b"+odown master mymaster 10.0.0.1 6379 #quorum 2/2",
+              b"+role-change slave 10.0.0.2:6380 10.0.0.2 6380 @ mymaster 10.0.0.1 6379 new "
+              b"reported role is master", b"+tilt #tilt mode entered"]
+    seeds = [b"\x00\x00" + one * 3, b"\x02\x03" + one + promoting + one,
+             b"\x00\x03" + promoted + promoted + one, b"\x01\x00" + resp(None) + resp("x") * 2,
+             b"\x00\x00" + resp(["master", 10, []]) + resp(["slave", "10.0.0.1", 6379,
+                                                                "connected", 5]),
+             b"\x00\x00" + resp(["message", "+switch-master", events[0][15:].decode()]),
+             b"\x00\x00" + b"-ERR No such master with that name\r\n" + resp(None)]
+    return seeds + [b"\x00\x00" + e for e in events]
+
+
 # ---- dictionaries ------------------------------------------------------------------------
 
 JSON_WORDS = [b"{", b"}", b"[", b"]", b":", b",", b'""', b"true", b"false", b"null", b"0", b"-1",
@@ -311,6 +365,12 @@ DICT_WORDS = {
     [b'"1m30s"', b'"1.2"', b"772"],
     "duration_target": [b"ns", b"us", b"\xc2\xb5s", b"ms", b"s", b"m", b"h", b".", b"tcp://",
                         b"tls://", b"[", b"]:", b"::ffff:", b"/", b"::"],
+    "sentinel": [b"\r\n", b"*-1\r\n", b"$-1\r\n", b"*2\r\n", b"$9\r\n", b" @ ", b"ip", b"port",
+                 b"flags", b"config-epoch", b"failover-state", b"master-link-status", b"ok",
+                 b"master", b"slave", b"s_down", b"o_down", b"failover_in_progress",
+                 b"disconnected", b"wait_promotion", b"reconf_slaves", b"message", b"subscribe",
+                 b"pmessage", b"sentinel", b"+switch-master", b"+selected-slave",
+                 b"+promoted-slave", b"+tilt", b"mymaster", b"127.0.0.1", b"6379"],
 }
 
 
@@ -346,6 +406,7 @@ TARGETS = {
     "gw_config": gw_config_seeds,
     "hc_script": hc_script_seeds,
     "duration_target": duration_target_seeds,
+    "sentinel": sentinel_seeds,
 }
 
 

@@ -1039,9 +1039,151 @@ static void test_null_is_absent(void **state)
     api_diags_free(&d);
 }
 
+/* ---- tcpgate.sentinel --------------------------------------------------------------- */
+
+#define SN_DEF(proxy, sentinel)                                                                    \
+    "{'listen_port': 6379, 'protocol': 'tcp', 'proxy': {" proxy "},"                               \
+    " 'tcpgate': {'sentinel': {" sentinel "}}}"
+
+static void test_sentinel_full(void **state)
+{
+    (void)state;
+    struct api_diags d = {0};
+    struct api_def *def =
+        parse_sq("s.json",
+                 SN_DEF("'target_list': ['10.0.0.1:6379', 'tcp://10.0.0.2:6379']",
+                        "'master_name': 'mymaster', 'addrs': ['10.0.0.1:26379', "
+                        "'sentinel-2:26379', '[::1]:26380'], 'username': 'u', 'password': 'p',"
+                        " 'node_username': 'nu', 'node_password': 'np', 'quorum': 2,"
+                        " 'timeout': '250ms', 'poll_interval': '2s', 'on_unreachable': 'checks',"
+                        " 'role': 'replica'"),
+                 &d);
+    if (def == NULL)
+        dump_diags(&d);
+    assert_non_null(def);
+    assert_int_equal(d.count, 0);
+    const struct api_sentinel *sn = &def->ext.sentinel;
+    assert_true(sn->enabled);
+    assert_string_equal(sn->master_name, "mymaster");
+    assert_int_equal(sn->naddrs, 3);
+    assert_string_equal(sn->addrs[1].host, "sentinel-2");
+    assert_string_equal(sn->addrs[2].host, "::1");
+    assert_int_equal(sn->addrs[2].port, 26380);
+    assert_string_equal(sn->username, "u");
+    assert_string_equal(sn->node_password, "np");
+    assert_int_equal(sn->quorum, 2);
+    assert_int_equal(sn->timeout_ms, 250);
+    assert_int_equal(sn->poll_interval_ms, 2000);
+    assert_true(sn->fallback_to_checks);
+    assert_true(sn->replica);
+    /* The listed targets are the allow-list, load balancing or not. */
+    const struct api_target *t;
+    assert_int_equal(api_def_upstreams(def, &t), 2);
+    assert_string_equal(t[1].host, "10.0.0.2");
+    api_def_free(def);
+    api_diags_free(&d);
+}
+
+static void test_sentinel_defaults_and_no_allow_list(void **state)
+{
+    (void)state;
+    struct api_diags d = {0};
+    struct api_def *def =
+        parse_sq("s.json", SN_DEF("", "'master_name': 'm', 'addrs': ['127.0.0.1:26379']"), &d);
+    assert_non_null(def);
+    const struct api_sentinel *sn = &def->ext.sentinel;
+    assert_int_equal(sn->quorum, 0);
+    assert_int_equal(sn->timeout_ms, API_SENTINEL_TIMEOUT_MS);
+    assert_int_equal(sn->poll_interval_ms, API_SENTINEL_POLL_MS);
+    assert_false(sn->fallback_to_checks);
+    assert_false(sn->replica);
+    assert_null(sn->password);
+    /* No target is needed; none listed means any address, with a warning. */
+    const struct api_target *t;
+    assert_int_equal(api_def_upstreams(def, &t), 0);
+    assert_int_equal(api_diags_errors(&d), 0);
+    assert_diag(&d, API_SEV_WARNING, "s.json", "tcpgate.sentinel", "any address");
+    api_def_free(def);
+    api_diags_free(&d);
+    /* A target_url alone is an allow-list of one. */
+    memset(&d, 0, sizeof(d));
+    def = parse_sq("s.json",
+                   SN_DEF("'target_url': '10.0.0.1:6379'", "'master_name': 'm', 'addrs': ['h:1']"),
+                   &d);
+    assert_non_null(def);
+    assert_int_equal(api_def_upstreams(def, &t), 1);
+    assert_int_equal(d.count, 0);
+    api_def_free(def);
+    api_diags_free(&d);
+}
+
+static void test_sentinel_errors(void **state)
+{
+    (void)state;
+    expect_error(SN_DEF("", "'addrs': ['h:1']"), "tcpgate.sentinel.master_name", "missing");
+    expect_error(SN_DEF("", "'master_name': '', 'addrs': ['h:1']"), "tcpgate.sentinel.master_name",
+                 "missing");
+    expect_error(SN_DEF("", "'master_name': 'my master', 'addrs': ['h:1']"),
+                 "tcpgate.sentinel.master_name", "no spaces");
+    expect_error(SN_DEF("", "'master_name': 'm'"), "tcpgate.sentinel.addrs", "missing");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': []"), "tcpgate.sentinel.addrs",
+                 "missing");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h']"), "tcpgate.sentinel.addrs[0]",
+                 NULL);
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1', 'H:1']"),
+                 "tcpgate.sentinel.addrs[1]", "twice");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['tls://h:1']"),
+                 "tcpgate.sentinel.addrs[0]", "TLS");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'quorum': 2"),
+                 "tcpgate.sentinel.quorum", "between 1 and the number of sentinels");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'quorum': -1"),
+                 "tcpgate.sentinel.quorum", NULL);
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'timeout': '10ms'"),
+                 "tcpgate.sentinel.timeout", "50ms");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'timeout': '11s'"),
+                 "tcpgate.sentinel.timeout", "10s");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'poll_interval': '50ms'"),
+                 "tcpgate.sentinel.poll_interval", "100ms");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'on_unreachable': 'wait'"),
+                 "tcpgate.sentinel.on_unreachable", "\"keep\" or \"checks\", not \"wait\"");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'role': 'slave'"),
+                 "tcpgate.sentinel.role", "\"master\" or \"replica\"");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'username': 'u'"),
+                 "tcpgate.sentinel.username", "needs a password");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'node_username': 'u'"),
+                 "tcpgate.sentinel.node_username", "needs a node_password");
+    expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'quorom': 1"),
+                 "tcpgate.sentinel.quorom", "unknown field");
+    expect_error(
+        SN_DEF("'target_list': ['tls://10.0.0.1:6379']", "'master_name': 'm', 'addrs': ['h:1']"),
+        "proxy.target_list", "tls://");
+    expect_error("{'listen_port': 1, 'protocol': 'tcp', 'tcpgate': {'sentinel': []}}",
+                 "tcpgate.sentinel", "expected an object");
+}
+
+static void test_on_marked_down_keep_is_remembered(void **state)
+{
+    (void)state;
+    struct api_diags d = {0};
+    struct api_def *def = parse_sq("a.json",
+                                   "{'listen_port': 1, 'protocol': 'tcp',"
+                                   " 'proxy': {'target_url': 'h:1'},"
+                                   " 'tcpgate': {'on_marked_down': 'keep'}}",
+                                   &d);
+    assert_non_null(def);
+    assert_true(def->ext.keep_on_marked_down);
+    assert_false(def->ext.close_on_marked_down);
+    api_def_free(def);
+    api_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sentinel_full),
+        cmocka_unit_test(test_sentinel_defaults_and_no_allow_list),
+        cmocka_unit_test(test_sentinel_errors),
+        cmocka_unit_test(test_on_marked_down_keep_is_remembered),
         cmocka_unit_test(test_full_definition),
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_api_id_from_file_stem),
