@@ -31,7 +31,8 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 from harness import (HOST, SANITIZE, GatewayTestCase, ThreadedServer, definition, free_port,
-                     recv_until_eof, wait_closed)
+                     free_ports, recv_until_eof, wait_closed)
+from redisutil import RedisServer, Sentinel, require_redis
 
 SLACK = 3.0 if SANITIZE else 1.0
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -344,6 +345,42 @@ class StatusPageTest(GatewayTestCase):
         self.assertExitClean(gw)
         self.assertNoServerErrors(peer)
         self.assertLess(time.monotonic() - t0, 120 * SLACK)
+
+    # ---- the page with sentinels -----------------------------------------------------------
+
+    def test_page_shows_what_the_sentinels_say(self):
+        require_redis()
+        node_port, spare_port, sentinel_port, listen = free_ports(4)
+        node = RedisServer(node_port)
+        self.addCleanup(node.close)
+        node.start()
+        sentinel = Sentinel(sentinel_port, "pagemaster", node_port, quorum=1)
+        self.addCleanup(sentinel.close)
+        sentinel.start()
+        # Two listed targets: the master, and a port the sentinel never names.
+        gw = self.gateway()
+        gw.add({"api_id": "cache", "listen_port": listen, "protocol": "tcp",
+                "proxy": {"target_list": [node.address, "%s:%d" % (HOST, spare_port)]},
+                "tcpgate": {"sentinel": {"master_name": "pagemaster",
+                                         "addrs": [sentinel.address]}}})
+        gw.start()
+        self.wait_for("the sentinel's verdict",
+                      lambda: self.apis(gw)["cache"]["sentinel"]["state"] == "ok", 10)
+        dom = parse_dom(self.browse("http://%s:%d/" % (HOST, gw.admin_port), "--dump-dom"))
+        body = dom.find("tbody", data_api="cache")
+        summary = body.find("td", data_field="sentinel-summary").text()
+        self.assertIn("Sentinel pagemaster (master): ok", summary)
+        self.assertIn("master %s" % node.address, summary)
+        self.assertEqual(body.find("span", data_field="sentinels-up").text(), "sentinels up 1/1")
+        named = body.find("tr", data_target="tcp://" + node.address)
+        self.assertEqual(named.attrs.get("data-state"), "up")
+        self.assertEqual(named.find("td", data_field="sentinel").text(), "master (1)")
+        other = body.find("tr", data_target="tcp://%s:%d" % (HOST, spare_port))
+        self.assertEqual(other.attrs.get("data-state"), "down")
+        cell = other.find("td", data_field="sentinel")
+        self.assertEqual(cell.text(), "not named")
+        self.assertIn("the sentinels name %s" % node.address, cell.attrs.get("title"))
+        self.assertExitClean(gw)
 
     # ---- the page with a secret -----------------------------------------------------------
 
