@@ -20,7 +20,7 @@
 
 static int64_t poll_ms(const struct hc_sentinel *w)
 {
-    bool busy = holding(w) || w->candidate >= 0 || sn_verifying(w) || !(w->mode & WF_DECIDED);
+    bool busy = holding(w) || w->candidate >= 0 || sn_verifying_master(w);
     if (busy && BUSY_POLL_MS < w->cfg.poll_interval_ms)
         return BUSY_POLL_MS;
     return w->cfg.poll_interval_ms;
@@ -35,30 +35,10 @@ static void round_finish(struct hc_sentinel *w)
             w->answers[n++] = l->ans;
         l->asked = false;
     }
-    const struct hc_sn_addr *cur = NULL;
-    struct hc_sn_addr cur_addr;
-    if (w->master >= 0) {
-        /* The master as the sentinels named it: compare names to names. */
-        for (size_t i = 0; i < n && cur == NULL; i++) {
-            struct sockaddr_storage sa;
-            socklen_t len;
-            if (w->answers[i].known &&
-                hc_dns_literal(w->answers[i].master.host, w->answers[i].master.port, &sa, &len) ==
-                    0 &&
-                hc_dns_same_addr((struct sockaddr *)&sa,
-                                 (struct sockaddr *)&w->nodes[w->master].seen)) {
-                cur_addr = w->answers[i].master;
-                cur = &cur_addr;
-            }
-        }
-    }
+    /* The master in force as the sentinels named it: names compare to names. */
+    const struct hc_sn_addr *cur = w->master >= 0 ? &w->nodes[w->master].named_as : NULL;
     struct hc_sn_verdict v;
     hc_sn_decide(w->answers, n, w->cfg.quorum, (int)w->nlinks, cur, w->epoch, &v);
-    /* No answer names the master in force by its literal address: fall back
-     * to comparing its epoch only. */
-    if (cur == NULL && w->master >= 0 && v.kind == HC_SN_V_MASTER && v.epoch < w->epoch &&
-        v.agree <= (int)w->nlinks / 2)
-        v.kind = HC_SN_V_SPLIT;
     w->round_active = false;
     sn_apply(w, &v);
     if (w->round_again) {
@@ -71,7 +51,7 @@ static void round_finish(struct hc_sentinel *w)
 
 void sn_round_check(struct hc_sentinel *w)
 {
-    if (!w->round_active)
+    if (!w->round_active || w->asking)
         return;
     for (size_t i = 0; i < w->nlinks; i++)
         if (w->links[i].asked && w->links[i].pending > 0)
@@ -87,12 +67,14 @@ void sn_round_start(struct hc_sentinel *w)
     }
     w->round_active = true;
     evtimer_del(w->poll);
+    w->asking = true; /* a link that fails while asked must not end the round yet */
     for (size_t i = 0; i < w->nlinks; i++) {
         struct link *l = &w->links[i];
         l->asked = false;
         if (l->cmd != NULL)
             sn_link_ask(l);
     }
+    w->asking = false;
     sn_round_check(w);
 }
 

@@ -35,6 +35,8 @@
 #define UNREACHABLE_POLLS 3
 /* Names the sentinels give (announce-hostnames), resolved and kept. */
 #define NAME_CACHE 16
+/* Refused addresses remembered, so that each is logged and counted once. */
+#define REFUSED_KEPT 16
 #define NAME_REFRESH_MS 30000
 
 /* Node flags, read by the workers. */
@@ -56,6 +58,7 @@ struct hc_sentinel_node {
     /* Control thread. */
     struct sockaddr_storage seen; /* the address the sentinels named it by */
     socklen_t seenlen;
+    struct hc_sn_addr named_as; /* and how they wrote it */
     int named_by;
     bool listed;   /* the last verdict lists it as a healthy replica */
     bool verified; /* ROLE said slave since it was listed */
@@ -144,6 +147,7 @@ struct hc_sentinel {
 
     /* Rounds. */
     bool round_active, round_again;
+    bool asking; /* round_start is sending the queries */
     struct event *poll;
 
     /* The failover under way: what first showed it, and when. */
@@ -153,6 +157,8 @@ struct hc_sentinel {
     /* Reporting. */
     char problem[200];
     uint64_t switches, role_verify_failures, refused[HC_SR_COUNT], events[HC_SN_EV_COUNT];
+    struct hc_sn_addr refused_addrs[REFUSED_KEPT];
+    size_t nrefused;
     int64_t last_switch_ms, last_switch_unix;
     char last_switch[800];
 };
@@ -188,7 +194,8 @@ void sn_round_check(struct hc_sentinel *w);
 void sn_apply(struct hc_sentinel *w, const struct hc_sn_verdict *v);
 /* An event about the master, from link l. */
 void sn_event(struct hc_sentinel *w, struct link *l, const struct hc_sn_event *ev);
-bool sn_verifying(const struct hc_sentinel *w);
+/* A node named as the master is being asked its ROLE. */
+bool sn_verifying_master(const struct hc_sentinel *w);
 /* Stops a ROLE check in flight (the watcher goes). */
 void sn_verify_drop(struct hc_sentinel_node *n);
 

@@ -33,7 +33,10 @@ static void link_answered(struct link *l)
     l->up = !l->failed;
     if (!l->failed) {
         l->backoff_ms = BACKOFF_MIN_MS;
-        sub_connect(l); /* once the command link works: its liveness is the events' too */
+        /* Once the command link works (its liveness is the events' too), and
+         * not before a failed subscription's back-off. */
+        if (!evtimer_pending(l->sub_retry, NULL))
+            sub_connect(l);
     }
     sn_round_check(l->w);
 }

@@ -38,7 +38,7 @@ static void watcher_problem(struct hc_sentinel *w, const char *fmt, ...)
     if (msg[0] != '\0')
         gw_warn("sentinel: api_id=%s %s: %s", w->api_id, w->cfg.master_name, msg);
     else
-        gw_info("sentinel: api_id=%s %s: the sentinels agree again", w->api_id, w->cfg.master_name);
+        gw_info("sentinel: api_id=%s %s: over: %s", w->api_id, w->cfg.master_name, w->problem);
     snprintf(w->problem, sizeof(w->problem), "%s", msg);
 }
 
@@ -71,6 +71,8 @@ static bool node_has(const struct hc_sentinel_node *n, const struct sockaddr *sa
     return false;
 }
 
+/* An address the sentinels name that is not used: counted and logged once
+ * per address (of the last REFUSED_KEPT). */
 static void refuse(struct hc_sentinel *w, enum hc_sentinel_refusal why, const struct hc_sn_addr *a)
 {
     static const char *const reasons[] = {
@@ -78,10 +80,15 @@ static void refuse(struct hc_sentinel *w, enum hc_sentinel_refusal why, const st
         HC_SENTINEL_REFUSALS(HC_SR_TEXT)
 #undef HC_SR_TEXT
     };
+    for (size_t i = 0; i < REFUSED_KEPT; i++)
+        if (hc_sn_addr_equal(&w->refused_addrs[i], a))
+            return;
+    w->refused_addrs[w->nrefused++ % REFUSED_KEPT] = *a;
+    w->refused[why]++;
     char name[HC_SN_HOST_MAX + 16];
     hc_sn_addr_format(a, name, sizeof(name));
-    w->refused[why]++;
-    watcher_problem(w, "refused %s, which the sentinels name: %s", name, reasons[why]);
+    gw_warn("sentinel: api_id=%s %s: refused %s, which the sentinels name: %s", w->api_id,
+            w->cfg.master_name, name, reasons[why]);
 }
 
 /* The node the sentinels mean by address sa (named a), added when the watcher
@@ -94,6 +101,7 @@ static struct hc_sentinel_node *node_for(struct hc_sentinel *w, const struct hc_
         if (node_has(n, sa)) {
             memcpy(&n->seen, sa, len);
             n->seenlen = len;
+            n->named_as = *a;
             return n;
         }
     }
@@ -122,6 +130,7 @@ static struct hc_sentinel_node *node_for(struct hc_sentinel *w, const struct hc_
     n->naddrs = 1;
     memcpy(&n->seen, sa, len);
     n->seenlen = len;
+    n->named_as = *a;
     __atomic_store_n(&w->nnodes, w->nnodes + 1, __ATOMIC_RELEASE);
     *added = true;
     return n;
@@ -146,7 +155,9 @@ static void on_name(void *arg, const struct sockaddr *sa, socklen_t len, const c
         gw_warn("sentinel: api_id=%s %s: cannot resolve %s: %s", w->api_id, w->cfg.master_name,
                 name, why != NULL ? why : "no address");
     }
-    sn_round_start(w);
+    /* A round soon, from the loop: this may run inside one (an answer from
+     * /etc/hosts comes at once). */
+    arm_ms(w->poll, 0);
 }
 
 static int named_addr(struct hc_sentinel *w, const struct hc_sn_addr *a,
@@ -154,16 +165,17 @@ static int named_addr(struct hc_sentinel *w, const struct hc_sn_addr *a,
 {
     if (hc_dns_literal(a->host, a->port, out, len) == 0)
         return 0;
-    struct name_entry *ne = NULL, *oldest = &w->names[0];
+    struct name_entry *ne = NULL, *oldest = NULL;
     for (int i = 0; i < NAME_CACHE && ne == NULL; i++) {
-        if (w->names[i].at_ms != 0 && hc_sn_addr_equal(&w->names[i].name, a))
-            ne = &w->names[i];
-        else if (w->names[i].req == NULL && w->names[i].at_ms < oldest->at_ms)
-            oldest = &w->names[i];
+        struct name_entry *e = &w->names[i];
+        if (e->at_ms != 0 && hc_sn_addr_equal(&e->name, a))
+            ne = e;
+        else if (e->req == NULL && (oldest == NULL || e->at_ms < oldest->at_ms))
+            oldest = e;
     }
     int64_t now = gw_now_ms();
     if (ne == NULL) {
-        if (oldest->req != NULL)
+        if (oldest == NULL)
             return -1; /* every entry is being looked up: too many names */
         ne = oldest;
         memset(ne, 0, sizeof(*ne));
@@ -354,9 +366,7 @@ static void start_verify(struct hc_sentinel *w, struct hc_sentinel_node *n, bool
             n->verify->agree = agree;
             return;
         }
-        hc_redis_free(n->verify->link);
-        free(n->verify);
-        n->verify = NULL;
+        sn_verify_drop(n);
     }
     if (gw_now_ms() < n->verify_after_ms)
         return;
@@ -387,10 +397,10 @@ static void start_verify(struct hc_sentinel *w, struct hc_sentinel_node *n, bool
     n->verify = v;
 }
 
-bool sn_verifying(const struct hc_sentinel *w)
+bool sn_verifying_master(const struct hc_sentinel *w)
 {
     for (size_t i = 0; i < w->nnodes; i++)
-        if (w->nodes[i].verify != NULL)
+        if (w->nodes[i].verify != NULL && w->nodes[i].verify->master)
             return true;
     return false;
 }
@@ -429,11 +439,8 @@ static bool apply_replicas(struct hc_sentinel *w, const struct hc_sn_verdict *v,
             set_flags(&n->flags, 0, NF_REPLICA);
             dropped = true;
         }
-        if (n->verify != NULL && !n->verify->master) {
-            hc_redis_free(n->verify->link);
-            free(n->verify);
-            n->verify = NULL;
-        }
+        if (n->verify != NULL && !n->verify->master)
+            sn_verify_drop(n);
     }
     replicas_decided(w);
     return dropped;
@@ -559,7 +566,8 @@ void sn_apply(struct hc_sentinel *w, const struct hc_sn_verdict *v)
         else
             start_verify(w, n, true, v->epoch, v->agree);
     }
-    dropped = apply_replicas(w, v, &added);
+    if (w->cfg.replica)
+        dropped = apply_replicas(w, v, &added);
     if (added || dropped)
         hc_engine_changed(w->e);
 }
