@@ -177,6 +177,24 @@ static void sentinel_labels(struct evbuffer *out, const char *name, const struct
     label(out, "api_id", api->def->api_id);
 }
 
+/* A gauge per sentinel of each watcher: up, or subscribed. */
+static void link_gauge(struct evbuffer *out, const char *name, const char *help,
+                       const struct gw_api *const *apis, const struct hc_sentinel_status *st,
+                       size_t n, bool subscribed)
+{
+    family(out, name, "gauge", help);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < st[i].nlinks; k++) {
+            struct hc_sentinel_link_status ls;
+            hc_sentinel_link(apis[i]->sentinel, k, &ls);
+            sentinel_labels(out, name, apis[i]);
+            evbuffer_add(out, ",", 1);
+            label(out, "sentinel", ls.name);
+            evbuffer_add_printf(out, "} %d\n", (subscribed ? ls.subscribed : ls.up) ? 1 : 0);
+        }
+    }
+}
+
 static void render_sentinels(struct evbuffer *out, const struct gw_view *v)
 {
     const struct gw_snapshot *s = v->snap;
@@ -194,29 +212,11 @@ static void render_sentinels(struct evbuffer *out, const struct gw_view *v)
             hc_sentinel_status(s->apis[a].sentinel, &st[n++]);
         }
     }
-    family(out, "sentinel_up", "gauge", "1 when the sentinel answered its last queries");
-    for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < st[i].nlinks; k++) {
-            struct hc_sentinel_link_status ls;
-            hc_sentinel_link(apis[i]->sentinel, k, &ls);
-            sentinel_labels(out, "sentinel_up", apis[i]);
-            evbuffer_add(out, ",", 1);
-            label(out, "sentinel", ls.name);
-            evbuffer_add_printf(out, "} %d\n", ls.up ? 1 : 0);
-        }
-    }
-    family(out, "sentinel_subscribed", "gauge",
-           "1 when the sentinel's failover events arrive; 0: it is polled only");
-    for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < st[i].nlinks; k++) {
-            struct hc_sentinel_link_status ls;
-            hc_sentinel_link(apis[i]->sentinel, k, &ls);
-            sentinel_labels(out, "sentinel_subscribed", apis[i]);
-            evbuffer_add(out, ",", 1);
-            label(out, "sentinel", ls.name);
-            evbuffer_add_printf(out, "} %d\n", ls.subscribed ? 1 : 0);
-        }
-    }
+    link_gauge(out, "sentinel_up", "1 when the sentinel answered its last queries", apis, st, n,
+               false);
+    link_gauge(out, "sentinel_subscribed",
+               "1 when the sentinel's failover events arrive; 0: it is polled only", apis, st, n,
+               true);
     family(out, "sentinel_query_failures_total", "counter",
            "Queries to a sentinel that failed, by reason");
     for (size_t i = 0; i < n; i++) {

@@ -1,7 +1,6 @@
 #include "gw_runtime.h"
 
 #include <errno.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -53,8 +52,7 @@ struct gw_runtime {
     int *listening;    /* the ports the workers listen on (a port may be in the set */
     size_t nlistening; /* and not here, when it could not be opened) */
     struct hc_engine *hc;
-    struct evdns_base *dns; /* the control thread's resolver */
-    struct event *rotate;   /* session ticket key rotation */
+    struct event *rotate; /* session ticket key rotation */
     int nworkers;
     struct gw_snapshot *snap;
     struct gw_worker **workers;
@@ -696,8 +694,6 @@ static void runtime_free(struct gw_runtime *rt)
     gw_snapshot_unref(rt->snap); /* releases its checks: before the engine goes */
     rt->snap = NULL;
     hc_engine_free(rt->hc);
-    if (rt->dns != NULL)
-        evdns_base_free(rt->dns, 1);
     if (rt->control != NULL)
         event_base_free(rt->control);
     cert_store_free(rt->tls.store);
@@ -720,14 +716,7 @@ int gw_run(const struct gw_config *cfg)
     rt.control = event_base_new();
     if (rt.control == NULL)
         goto out;
-    rt.dns = evdns_base_new(rt.control, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (rt.dns == NULL) {
-        /* No usable resolv.conf: names resolve from /etc/hosts alone. */
-        rt.dns = evdns_base_new(rt.control, 0);
-        if (rt.dns != NULL)
-            evdns_base_load_hosts(rt.dns, NULL);
-    }
-    rt.hc = hc_engine_new(rt.control, rt.dns);
+    rt.hc = hc_engine_new(rt.control);
     if (rt.hc == NULL)
         goto out;
     hc_engine_on_change(rt.hc, on_health_change, &rt);

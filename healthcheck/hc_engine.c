@@ -67,7 +67,8 @@ struct hc_target {
 
 struct hc_engine {
     struct event_base *base;
-    struct evdns_base *dns;
+    struct evdns_base *dns; /* made on first use */
+    bool dns_failed;
     struct hc_target *targets;
     struct hc_sentinel *watchers;
     bool reload_asked;
@@ -420,13 +421,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- engine ---------------------------------------------------------------------- */
 
-struct hc_engine *hc_engine_new(struct event_base *base, struct evdns_base *dns)
+struct hc_engine *hc_engine_new(struct event_base *base)
 {
     struct hc_engine *e = calloc(1, sizeof(*e));
-    if (e != NULL) {
+    if (e != NULL)
         e->base = base;
-        e->dns = dns;
-    }
     return e;
 }
 
@@ -435,8 +434,16 @@ struct event_base *hc_engine_base(const struct hc_engine *e)
     return e->base;
 }
 
-struct evdns_base *hc_engine_dns(const struct hc_engine *e)
+/* Made when a name first needs it (its nameserver sockets cost descriptors),
+ * from resolv.conf; without a usable one, names resolve from /etc/hosts. */
+struct evdns_base *hc_engine_dns(struct hc_engine *e)
 {
+    if (e->dns == NULL && !e->dns_failed) {
+        e->dns = evdns_base_new(e->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+        if (e->dns == NULL && (e->dns = evdns_base_new(e->base, 0)) != NULL)
+            evdns_base_load_hosts(e->dns, NULL);
+        e->dns_failed = e->dns == NULL;
+    }
     return e->dns;
 }
 
@@ -633,6 +640,8 @@ void hc_engine_free(struct hc_engine *e)
     if (e == NULL)
         return;
     hc_sentinel_free_all(e->watchers);
+    if (e->dns != NULL)
+        evdns_base_free(e->dns, 1);
     struct hc_target *t = e->targets;
     while (t != NULL) {
         struct hc_target *next = t->next;

@@ -7,7 +7,6 @@
 #ifndef HC_ENGINE_H
 #define HC_ENGINE_H
 
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
@@ -62,9 +61,7 @@ struct hc_status {
     char last_result[256]; /* "ok", or why the last check failed */
 };
 
-/* dns resolves the names Sentinel watchers meet; NULL: numeric addresses only. */
-struct hc_engine *hc_engine_new(struct event_base *base, struct evdns_base *dns)
-    __attribute__((warn_unused_result));
+struct hc_engine *hc_engine_new(struct event_base *base) __attribute__((warn_unused_result));
 void hc_engine_free(struct hc_engine *e);
 
 /* Called on the control thread after a target changes state, or with t NULL

@@ -13,7 +13,8 @@
 #include "hc_sentinel.h"
 
 struct event_base *hc_engine_base(const struct hc_engine *e);
-struct evdns_base *hc_engine_dns(const struct hc_engine *e);
+/* The resolver for names, made on first use; NULL when it cannot be. */
+struct evdns_base *hc_engine_dns(struct hc_engine *e);
 
 /* The head of the engine's list of watchers (linked through their own next). */
 struct hc_sentinel **hc_engine_watchers(struct hc_engine *e);

@@ -20,6 +20,23 @@
 static void link_down(struct link *l, enum hc_sentinel_failure reason, const char *why);
 static void sub_connect(struct link *l);
 
+/* How both links of a sentinel connect. */
+static struct hc_redis *link_open(struct link *l, const char *client_name,
+                                  void (*on_message)(void *, const redisReply *),
+                                  void (*on_close)(void *, enum hc_redis_close, const char *))
+{
+    struct hc_redis_opts o = {
+        .timeout_ms = l->w->cfg.timeout_ms,
+        .username = l->w->cfg.username,
+        .password = l->w->cfg.password,
+        .client_name = client_name,
+        .on_message = on_message,
+        .on_close = on_close,
+        .arg = l,
+    };
+    return hc_redis_connect(hc_engine_base(l->w->e), (struct sockaddr *)&l->addr, l->addrlen, &o);
+}
+
 static void link_answered(struct link *l)
 {
     if (--l->pending > 0)
@@ -249,23 +266,13 @@ static void on_subscribed(void *arg, const redisReply *r, const char *why)
 
 static void sub_connect(struct link *l)
 {
-    struct hc_sentinel *w = l->w;
     if (l->sub != NULL || l->sub_refused || l->cmd == NULL)
         return;
-    struct hc_redis_opts o = {
-        .timeout_ms = w->cfg.timeout_ms,
-        .username = w->cfg.username,
-        .password = w->cfg.password,
-        .client_name = "tcpgate-events",
-        .on_message = on_message,
-        .on_close = on_sub_close,
-        .arg = l,
-    };
     const char *argv[HC_SN_EV_OTHER + 1];
     argv[0] = "SUBSCRIBE";
     for (int k = 0; k < HC_SN_EV_OTHER; k++)
         argv[k + 1] = hc_sn_event_name((enum hc_sn_event_kind)k);
-    l->sub = hc_redis_connect(hc_engine_base(w->e), (struct sockaddr *)&l->addr, l->addrlen, &o);
+    l->sub = link_open(l, "tcpgate-events", on_message, on_sub_close);
     if (l->sub == NULL ||
         hc_redis_command(l->sub, HC_SN_EV_OTHER + 1, argv, HC_SN_EV_OTHER, on_subscribed, l) != 0) {
         hc_redis_free(l->sub);
@@ -295,15 +302,7 @@ static void on_resolved(void *arg, const struct sockaddr *sa, socklen_t len, con
     }
     memcpy(&l->addr, sa, len);
     l->addrlen = len;
-    struct hc_redis_opts o = {
-        .timeout_ms = w->cfg.timeout_ms,
-        .username = w->cfg.username,
-        .password = w->cfg.password,
-        .client_name = "tcpgate",
-        .on_close = on_cmd_close,
-        .arg = l,
-    };
-    l->cmd = hc_redis_connect(hc_engine_base(w->e), sa, len, &o);
+    l->cmd = link_open(l, "tcpgate", NULL, on_cmd_close);
     if (l->cmd == NULL) {
         snprintf(msg, sizeof(msg), "cannot open a connection: %s", strerror(errno));
         link_down(l, HC_SF_connect, msg);
@@ -321,8 +320,14 @@ void sn_link_start(struct link *l)
 {
     if (l->cmd != NULL || l->dns != NULL)
         return;
-    struct hc_sentinel *w = l->w;
-    l->dns = hc_dns_resolve(hc_engine_dns(w->e), l->target->host, l->target->port, on_resolved, l);
+    struct sockaddr_storage sa;
+    socklen_t len;
+    if (hc_dns_literal(l->target->host, l->target->port, &sa, &len) == 0) {
+        on_resolved(l, (struct sockaddr *)&sa, len, NULL);
+        return;
+    }
+    l->dns =
+        hc_dns_resolve(hc_engine_dns(l->w->e), l->target->host, l->target->port, on_resolved, l);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)

@@ -202,10 +202,10 @@ class _Proc:
                 raise AssertionError("%s on port %d exited with %s; log:\n%s" % (
                     self.name, self.port, self.proc.returncode, self.log_tail()))
             try:
-                with RespClient(self.port, timeout=1.0) as c:
+                with self.client(timeout=1.0) as c:
                     if c.call("PING") == "PONG":
                         return self
-            except (OSError, ConnectionError):
+            except (OSError, ConnectionError, RespError):
                 pass
             if time.monotonic() >= deadline:
                 raise AssertionError("%s on port %d did not answer PING within %.1f s; log:\n%s"
@@ -345,30 +345,6 @@ class Sentinel(_Proc):
             c.ok("AUTH", self.password)
         return c
 
-    def start(self, timeout=10.0):
-        if self.password is None:
-            return super().start(timeout)
-        # PING needs AUTH here: wait for the port, then for an answer.
-        out = open(os.path.join(self.dir, "stdout.log"), "ab")
-        try:
-            self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT)
-        finally:
-            out.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with self.client(timeout=1.0) as c:
-                    if c.call("PING") == "PONG":
-                        return self
-            except (OSError, ConnectionError, RespError):
-                pass
-            if time.monotonic() >= deadline:
-                raise AssertionError("sentinel on port %d did not answer; log:\n%s"
-                                     % (self.port, self.log_tail()))
-            time.sleep(0.05)
-
-
     def master(self):
         """SENTINEL MASTER <name> as a dict of str."""
         with self.client() as c:
@@ -388,3 +364,43 @@ class Sentinel(_Proc):
             return int(r[1]) if r else None
         except (OSError, ConnectionError, RespError):
             return None
+
+
+# ---- test helpers ----------------------------------------------------------------
+
+
+class RedisTestMixin:
+    """For unittest.TestCase classes that run Redis processes: keep() registers
+    a process's cleanup, and before it a dump of its log if the test failed;
+    wait_link() waits for a replica's link to its master."""
+
+    def keep(self, proc):
+        self.addCleanup(proc.close)  # cleanups run last-in first-out:
+        self.addCleanup(self.dump_if_failed, proc)  # the log is read first
+        return proc
+
+    def failed(self):
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        bad = getattr(result, "failures", []) + getattr(result, "errors", [])
+        return any(test is self for test, _ in bad)
+
+    def dump_if_failed(self, proc):
+        if not self.failed():
+            return
+        try:
+            print("\n--- %s %s log (last lines) ---\n%s"
+                  % (proc.name, proc.address, proc.log_tail(30)), flush=True)
+        except (OSError, ValueError):
+            pass  # a closed stdout must not keep the processes alive
+
+    def wait_link(self, replica, master, timeout=15.0):
+        """replica reports role:slave of master with its link up."""
+        def up():
+            try:
+                with replica.client(timeout=2) as c:
+                    i = info(c)
+            except (OSError, ConnectionError, RespError):
+                return False
+            return (i.get("role") == "slave" and i.get("master_port") == str(master.port) and
+                    i.get("master_link_status") == "up")
+        wait_until(up, timeout, what="%s replicating from %s" % (replica.address, master.address))

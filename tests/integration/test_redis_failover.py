@@ -33,8 +33,8 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 from harness import SANITIZE, GatewayTestCase, free_ports, wait_closed
-from redisutil import (RedisServer, RespClient, RespError, Sentinel, info, require_redis,
-                       wait_until)
+from redisutil import (RedisServer, RedisTestMixin, RespClient, RespError, Sentinel, info,
+                       require_redis, wait_until)
 
 MASTER_NAME = "mymaster"
 
@@ -136,7 +136,7 @@ def log_time(line):
     return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
 
 
-class RedisFailoverTest(GatewayTestCase):
+class RedisFailoverTest(RedisTestMixin, GatewayTestCase):
 
     def setUp(self):
         require_redis()
@@ -147,27 +147,6 @@ class RedisFailoverTest(GatewayTestCase):
 
     # ---- setup -------------------------------------------------------------------
 
-    def keep(self, proc):
-        """Registers proc's cleanup, and before it a dump of its log if the
-        test failed (cleanups run last-in first-out)."""
-        self.addCleanup(proc.close)
-        self.addCleanup(self.dump_if_failed, proc)
-        return proc
-
-    def failed(self):
-        result = getattr(getattr(self, "_outcome", None), "result", None)
-        bad = getattr(result, "failures", []) + getattr(result, "errors", [])
-        return any(test is self for test, _ in bad)
-
-    def dump_if_failed(self, proc):
-        if not self.failed():
-            return
-        try:
-            print("\n--- %s %s log (last lines) ---\n%s"
-                  % (proc.name, proc.address, proc.log_tail(30)), flush=True)
-        except (OSError, ValueError):
-            pass  # a closed stdout must not keep the processes alive
-
     def start_pair(self):
         """Master A and replica B, replication link up."""
         a_port, b_port = free_ports(2)
@@ -175,19 +154,8 @@ class RedisFailoverTest(GatewayTestCase):
         a.start()
         b = self.keep(RedisServer(b_port, replicaof=a_port))
         b.start()
-        self.wait_link_up(b, a)
+        self.wait_link(b, a)
         return a, b
-
-    def wait_link_up(self, replica, master, timeout=15.0):
-        def up():
-            try:
-                with replica.client(timeout=2) as c:
-                    i = info(c)
-            except (OSError, ConnectionError, RespError):
-                return False
-            return (i.get("role") == "slave" and i.get("master_port") == str(master.port) and
-                    i.get("master_link_status") == "up")
-        wait_until(up, timeout, what="%s replicating from %s" % (replica.address, master.address))
 
     def start_sentinels(self, master):
         sentinels = []
@@ -498,7 +466,7 @@ class RedisFailoverTest(GatewayTestCase):
         gw.wait_for_log(r"health: api_id=redis target 127\.0\.0\.1:%d is DOWN" % a.port, timeout=5)
 
         # 3. The old master, now a replica of the new one, stays ineligible.
-        self.wait_link_up(a, b)
+        self.wait_link(a, b)
         self.assert_all_on(port, b, (a, b), spread=0.05)
         self.assertEqual(self.last_state(a), "DOWN")
         with a.client() as c:  # it replicates the writes made through tcpgate
@@ -555,7 +523,7 @@ class RedisFailoverTest(GatewayTestCase):
                   "master again", flush=True)
         # Within the bound after the demotion, nothing lands on the replica any more.
         self.wait_converged(port, master, t_demoted)
-        self.wait_link_up(replica, master)
+        self.wait_link(replica, master)
         self.assert_all_on(port, master, (a, b), spread=0.05)
         self.assertEqual(self.last_state(replica), "DOWN")
         if master is b:
@@ -613,7 +581,7 @@ class RedisFailoverTest(GatewayTestCase):
         print("  resumed old master: %d UP verdict(s) in tcpgate before sentinel demoted it"
               % (self.count_up(a) - ups), flush=True)
         self.wait_converged(port, b, t_demoted)
-        self.wait_link_up(a, b)
+        self.wait_link(a, b)
         self.assert_all_on(port, b, (a, b), spread=0.05)
         self.assertEqual(self.last_state(a), "DOWN")
         ends = self.finish(gw)
@@ -645,7 +613,7 @@ class RedisFailoverTest(GatewayTestCase):
             self.assertLessEqual(failover, GW_BOUND + MARGIN, "cycle %d" % (cycle + 1))
             self.assertLessEqual(conv, GW_BOUND + MARGIN, "cycle %d" % (cycle + 1))
             master, replica = replica, master
-            self.wait_link_up(replica, master)
+            self.wait_link(replica, master)
         print("  failover over 10 cycles: min %.2f s, median %.2f s, max %.2f s"
               % (min(times), statistics.median(times), max(times)))
         print("  converged after demotion: min %.2f s, median %.2f s, max %.2f s"

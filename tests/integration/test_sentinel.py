@@ -46,7 +46,8 @@ import unittest
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 from harness import SANITIZE, GatewayTestCase, ThreadedServer, free_ports, wait_closed, wait_for
-from redisutil import RedisServer, RespClient, RespError, Sentinel, info, require_redis
+from redisutil import (RedisServer, RedisTestMixin, RespClient, RespError, Sentinel, info,
+                       require_redis)
 
 MASTER = "mymaster"
 POLL = 0.5  # the definitions' poll_interval
@@ -383,7 +384,7 @@ class LyingSentinel(ThreadedServer):
 # ---- the tests ------------------------------------------------------------------------
 
 
-class SentinelTest(GatewayTestCase):
+class SentinelTest(RedisTestMixin, GatewayTestCase):
 
     def setUp(self):
         require_redis()
@@ -393,24 +394,6 @@ class SentinelTest(GatewayTestCase):
         print("  %s: %.1f s" % (self._testMethodName, time.monotonic() - self.t_test), flush=True)
 
     # ---- set-up ---------------------------------------------------------------------
-
-    def keep(self, proc):
-        self.addCleanup(proc.close)
-        self.addCleanup(self.dump_if_failed, proc)
-        return proc
-
-    def failed(self):
-        result = getattr(getattr(self, "_outcome", None), "result", None)
-        bad = getattr(result, "failures", []) + getattr(result, "errors", [])
-        return any(test is self for test, _ in bad)
-
-    def dump_if_failed(self, proc):
-        if self.failed():
-            try:
-                print("\n--- %s %s log ---\n%s" % (proc.name, proc.address, proc.log_tail(25)),
-                      flush=True)
-            except (OSError, ValueError):
-                pass
 
     def loop(self, thread):
         thread.start()
@@ -438,17 +421,6 @@ class SentinelTest(GatewayTestCase):
             self.sentinels.append(s)
         self.wait_ready(master)
         return master, replicas
-
-    def wait_link(self, replica, master, timeout=15.0):
-        def up():
-            try:
-                with replica.client(timeout=2) as c:
-                    i = info(c)
-            except (OSError, ConnectionError, RespError):
-                return False
-            return (i.get("role") == "slave" and i.get("master_port") == str(master.port) and
-                    i.get("master_link_status") == "up")
-        wait_for(up, timeout, "%s replicating from %s" % (replica.address, master.address))
 
     def wait_ready(self, master, timeout=30.0, live=None):
         """Every sentinel (of live, default all) names master, knows the two
