@@ -295,11 +295,10 @@ void api_json_strict_keys(struct api_json_ctx *c, json_t *obj, const char *prefi
             ok = strcmp(k, known[i]) == 0;
         if (ok)
             continue;
-        char list[400] = "";
+        char list[1024] = "";
         size_t n = 0;
-        for (size_t i = 0; known[i] != NULL; i++)
-            n += (size_t)snprintf(list + n, n < sizeof(list) ? sizeof(list) - n : 0, "%s%s",
-                                  i ? ", " : "", known[i]);
+        for (size_t i = 0; known[i] != NULL && n < sizeof(list); i++)
+            n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? ", " : "", known[i]);
         char f[200];
         snprintf(f, sizeof(f), "%s.%s", prefix, k);
         api_json_err(c, f, "unknown field (known: %s)", list);

@@ -1154,6 +1154,10 @@ static void test_sentinel_errors(void **state)
                  "tcpgate.sentinel.node_username", "needs a node_password");
     expect_error(SN_DEF("", "'master_name': 'm', 'addrs': ['h:1'], 'quorom': 1"),
                  "tcpgate.sentinel.quorom", "unknown field");
+    /* The whole list of known keys is shown, however long it is. */
+    expect_error("{'listen_port': 1, 'protocol': 'tcp', 'proxy': {'target_url': 'h:1'},"
+                 " 'tcpgate': {'retries': 2}}",
+                 "tcpgate.retries", "max_connections_per_target, sentinel)");
     expect_error(
         SN_DEF("'target_list': ['tls://10.0.0.1:6379']", "'master_name': 'm', 'addrs': ['h:1']"),
         "proxy.target_list", "tls://");
