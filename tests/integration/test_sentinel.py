@@ -55,6 +55,9 @@ TIMEOUT = 0.5  # the definitions' sentinel timeout
 SWITCH_BOUND = 0.3  # the issue's bound, from the first +switch-master
 SLACK = 0.3 if SANITIZE else 0.0  # the sanitizer build is slower at everything
 SENTINEL_DEBUG = ("info-period", "250", "publish-period", "250", "ask-period", "250")
+# The check-only mode's bound: timeout + fall x (interval + timeout) with its
+# 250 ms interval, 500 ms timeout and fall 2, and room for a loaded machine.
+CHECK_BOUND = 2.0 + (6.0 if SANITIZE else 3.0)
 T0 = time.monotonic()
 
 
@@ -610,6 +613,12 @@ class SentinelTest(RedisTestMixin, GatewayTestCase):
                              "cycle %d: CLIENT LIST on the old master" % (cycle + 1))
             self.assertIn(how, ("eof", "reset"), "cycle %d: held session on the old master"
                           % (cycle + 1))
+            # The check-only mode follows too, within its checks' bound
+            # (timeout + fall x (interval + timeout), and some slack).
+            self.assertIsNotNone(row["ck"]["first_write_s"], "cycle %d: check-only mode never "
+                                 "wrote on the new master" % (cycle + 1))
+            self.assertLessEqual(row["ck"]["first_write_s"], CHECK_BOUND,
+                                 "cycle %d: check-only mode" % (cycle + 1))
             self.wait_link(old, new)
         for p in probes.values():
             p.stop()
