@@ -750,6 +750,30 @@ def rotate(seq, r):
 
 # ------------------------------------------------------------ measuring
 
+class CpuMeter:
+    """The proxy's own CPU (utime + stime of all its processes and threads)
+    over a block: with CpuMeter(b, target) as m: ...; m.add_per(row, units)
+    adds microseconds per unit. Nothing for "direct", which runs no proxy."""
+
+    def __init__(self, b, target):
+        self.inst = b.inst.get(target) if target != "direct" else None
+        self.target = target
+        self.seconds = None
+
+    def __enter__(self):
+        self.c0 = self.inst.cpu_seconds() if self.inst else None
+        return self
+
+    def __exit__(self, *exc):
+        if self.inst:
+            self.seconds = self.inst.cpu_seconds() - self.c0
+        return False
+
+    def add_per(self, row, units):
+        if self.seconds is not None and units:
+            row.add(self.target, self.seconds * 1e6 / units)
+
+
 def redis_bench(b, sid, port, n, pipeline=1, keepalive=True):
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", "50", "-n", str(n),
             "-P", str(pipeline), "-t", "ping_mbulk", "--csv"]
@@ -808,16 +832,21 @@ def s1_request_response(b):
             b.row(1, "s1.p%d.p50" % p, "PING_MBULK c50 P%d p50" % p, "ms", "lower",
                   "S1 P%d p50" % p),
             b.row(1, "s1.p%d.p99" % p, "PING_MBULK c50 P%d p99" % p, "ms", "lower",
-                  "S1 P%d p99" % p))
+                  "S1 P%d p99" % p),
+            b.row(1, "s1.p%d.cpu" % p, "PING_MBULK c50 P%d proxy CPU per request" % p, "us/req",
+                  "lower", "S1 P%d CPU/req" % p, targets=PROXIES))
     for rnd in range(b.p.rounds):
         for t in rotate(b.targets(), rnd):
             for p in (1, 16):
                 b.check_time()
-                res = redis_bench(b, 1, b.inst[t].ports["redis"], b.p.rr_requests[p], p)
+                n = b.p.rr_requests[p]
+                with CpuMeter(b, t) as cpu:
+                    res = redis_bench(b, 1, b.inst[t].ports["redis"], n, p)
                 if res:
                     rows[p][0].add(t, res["rps"])
                     rows[p][1].add(t, res["p50"])
                     rows[p][2].add(t, res["p99"])
+                    cpu.add_per(rows[p][3], n)
         log("scenario 1 round %d/%d done" % (rnd + 1, b.p.rounds))
 
 
@@ -866,12 +895,17 @@ def s3_connection_rate(b):
     if "redis" not in b.ports:
         raise Skip("no redis-server")
     row = b.row(3, "s3.cps", "new conn + PING + close, c50", "conn/s", "higher", "S3 conn/s")
+    cpu_row = b.row(3, "s3.cpu", "new conn + PING + close: proxy CPU per connection", "us/conn",
+                    "lower", "S3 CPU/conn", targets=PROXIES)
     for rnd in range(b.p.rounds):
         for t in rotate(b.targets(), rnd):
             b.check_time()
-            res = redis_bench(b, 3, b.inst[t].ports["redis"], b.p.cr_requests, 1, keepalive=False)
+            with CpuMeter(b, t) as cpu:
+                res = redis_bench(b, 3, b.inst[t].ports["redis"], b.p.cr_requests, 1,
+                                  keepalive=False)
             if res:
                 row.add(t, res["rps"])
+                cpu.add_per(cpu_row, b.p.cr_requests)
         log("scenario 3 round %d/%d done" % (rnd + 1, b.p.rounds))
 
 
@@ -983,17 +1017,25 @@ def s_time_wait(procs, t0, seconds, parallel):
     for th in threads:
         th.join(2)
     rate, marks_r, marks_all = 0.0, 0, 0
+    count = 0
     for i in range(parallel):
         text = bufs[i].decode(errors="replace")
         m = re.search(r"(\d+) connections in [\d.]+s", text)
         if not m or ends[i] is None:
             return None, None, text.strip()[-300:]
         rate += int(m.group(1)) / (ends[i] - t0)
+        count += int(m.group(1))
         for line in text.splitlines():
             if line and set(line) <= {"r", "*"}:
                 marks_r += line.count("r")
                 marks_all += len(line)
+    S_TIME_COUNT[0] = count
     return rate, (marks_r / marks_all if marks_all else None), None
+
+
+# The connections the last s_time_wait counted (its callers keep their
+# three-value answer).
+S_TIME_COUNT = [0]
 
 
 def tls_bulk(b, port, nbytes):
@@ -1014,14 +1056,22 @@ def s5_tls(b):
         raise Skip("no proxy with TLS ports (certificates or redis-server missing)")
     secs = b.p.stime_seconds
     names = {"ec": "ECDSA P-256", "rsa": "RSA 2048"}
-    rows = {}
+    rows, cpu_rows = {}, {}
     for c in ("ec", "rsa"):
         rows[c] = (b.row(5, "s5.%s.full" % c, "%s full hs (TLS 1.3)" % names[c], "hs/s",
                          "higher", "S5 %s full" % names[c].split()[0], targets=PROXIES),
                    b.row(5, "s5.%s.resumed" % c, "%s resumed hs (TLS 1.2)" % names[c], "hs/s",
                          "higher", "S5 %s resumed" % names[c].split()[0], targets=PROXIES))
+        cpu_rows[c] = (b.row(5, "s5.%s.full.cpu" % c, "%s full hs: proxy CPU per handshake"
+                             % names[c], "us/hs", "lower", "S5 %s full CPU/hs"
+                             % names[c].split()[0], targets=PROXIES),
+                       b.row(5, "s5.%s.resumed.cpu" % c, "%s resumed hs: proxy CPU per handshake"
+                             % names[c], "us/hs", "lower", "S5 %s resumed CPU/hs"
+                             % names[c].split()[0], targets=PROXIES))
     bulk = b.row(5, "s5.bulk", "TLS bulk, %d MiB, 1 conn" % (b.p.tls_bulk_bytes >> 20), "MB/s",
                  "higher", "S5 TLS bulk MB/s", targets=PROXIES)
+    bulk_cpu = b.row(5, "s5.bulk.cpu", "TLS bulk: proxy CPU per MB", "us/MB", "lower",
+                     "S5 TLS bulk CPU/MB", targets=PROXIES)
     rows["ec"][1].extra["resumed_share"] = {}
     rows["rsa"][1].extra["resumed_share"] = {}
     bulk.extra["negotiated"] = {}
@@ -1033,11 +1083,13 @@ def s5_tls(b):
                     continue
                 for kind, mode, tls12 in ((0, "new", False), (1, "reuse", True)):
                     b.check_time()
-                    rate, share, err = s_time(b, port, mode, secs, tls12)
+                    with CpuMeter(b, t) as cpu:
+                        rate, share, err = s_time(b, port, mode, secs, tls12)
                     if rate is None:
                         b.problem(5, "%s %s s_time -%s: %s" % (t, c, mode, err))
                         continue
                     rows[c][kind].add(t, rate)
+                    cpu.add_per(cpu_rows[c][kind], S_TIME_COUNT[0])
                     if kind == 1:
                         rows[c][1].extra["resumed_share"].setdefault(t, []).append(share)
                         if share is not None and share < 0.9:
@@ -1046,9 +1098,11 @@ def s5_tls(b):
             b.check_time()
             port = b.inst[t].ports.get("tls_bulk")
             if port:
-                d, err = tls_bulk(b, port, b.p.tls_bulk_bytes)
+                with CpuMeter(b, t) as cpu:
+                    d, err = tls_bulk(b, port, b.p.tls_bulk_bytes)
                 if d:
                     bulk.add(t, d["mb_per_s"])
+                    cpu.add_per(bulk_cpu, b.p.tls_bulk_bytes / 1e6)
                     bulk.extra["negotiated"][t] = "%s %s" % (d["version"], d["cipher"])
                 else:
                     b.problem(5, "%s TLS bulk: %s" % (t, err))
