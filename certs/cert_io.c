@@ -48,11 +48,15 @@ static int ssl_result(struct cert_io *io, int n, bool reading)
     case SSL_ERROR_ZERO_RETURN:
         if (reading)
             return 0;
+        io->err = 0; /* the peer closed */
         break;
     case SSL_ERROR_SYSCALL:
         io->err = errno != 0 ? errno : EPIPE;
-        if (reading && errno == 0 && ERR_peek_error() == 0)
-            return 0; /* a bare FIN, where the option does not apply */
+        /* A bare FIN where the option does not apply, or a reset: a TLS
+         * stream that ends without close_notify ends there (a dirty
+         * shutdown), however TCP ended it. */
+        if (reading && (errno == 0 || errno == ECONNRESET) && ERR_peek_error() == 0)
+            return 0;
         break;
     default:
         io->err = 0;
@@ -121,13 +125,21 @@ ssize_t cert_io_write(struct cert_io *io, const void *buf, size_t len)
         io->ssl_err = 0;
         return CERT_IO_ERROR;
     }
-    size_t put = 0;
-    ERR_clear_error();
-    errno = 0;
-    int n = SSL_write_ex(io->ssl, buf, len, &put);
-    if (n == 1)
-        return (ssize_t)put;
-    return ssl_result(io, 0, false);
+    /* With partial writes on, each call writes one record: go on until the
+     * socket is full, so that a short write means what it means for TCP. */
+    size_t total = 0;
+    while (total < len) {
+        size_t put = 0;
+        ERR_clear_error();
+        errno = 0;
+        if (SSL_write_ex(io->ssl, (const char *)buf + total, len - total, &put) != 1) {
+            int rc = ssl_result(io, 0, false);
+            /* What went is reported now; the AGAIN or error comes next time. */
+            return total > 0 ? (ssize_t)total : rc;
+        }
+        total += put;
+    }
+    return (ssize_t)total;
 }
 
 int cert_io_shutdown(struct cert_io *io)
@@ -167,6 +179,28 @@ void cert_io_close(struct cert_io *io, bool reset)
     }
     close(io->fd);
     io->fd = -1;
+}
+
+int cert_io_take_error(struct cert_io *io)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (io->fd < 0 || getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        return 0;
+    if (err != 0)
+        io->err = err;
+    return err;
+}
+
+void cert_io_discard_input(struct cert_io *io)
+{
+    /* MSG_TRUNC: TCP drops the bytes without copying them; bounded, since
+     * only what the receive buffer holds is there. */
+    for (int i = 0; io->fd >= 0 && i < 64; i++) {
+        ssize_t n = recv(io->fd, NULL, 1 << 30, MSG_DONTWAIT | MSG_TRUNC);
+        if (n <= 0 && !(n < 0 && errno == EINTR))
+            break;
+    }
 }
 
 int cert_io_unacked(const struct cert_io *io)

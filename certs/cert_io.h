@@ -48,14 +48,17 @@ int cert_io_start_tls(struct cert_io *io, SSL *ssl, bool server)
  * or CERT_IO_ERROR (err, ssl_err and SSL_get_verify_result say why). */
 int cert_io_handshake(struct cert_io *io);
 
-/* Reads up to len bytes: how many, 0 at the peer's end (a FIN, or TLS
- * close_notify; a FIN without close_notify counts as the end, see
- * SSL_OP_IGNORE_UNEXPECTED_EOF), CERT_IO_AGAIN or CERT_IO_ERROR. */
+/* Reads up to len bytes: how many, 0 at the peer's end, CERT_IO_AGAIN or
+ * CERT_IO_ERROR. The end is a FIN, or with TLS close_notify; a TLS stream
+ * cut without close_notify, by a FIN or a reset, ends there too (a dirty
+ * shutdown: see SSL_OP_IGNORE_UNEXPECTED_EOF), since its framing is the
+ * application's. A plain stream's reset is an error. */
 ssize_t cert_io_read(struct cert_io *io, void *buf, size_t len);
 
-/* Writes up to len bytes: how many, CERT_IO_AGAIN or CERT_IO_ERROR. After a
- * short TLS write or AGAIN, the next write must start with the bytes not yet
- * taken (their address may change). */
+/* Writes up to len bytes: how many (fewer only when the socket is full, or
+ * failed after them), CERT_IO_AGAIN or CERT_IO_ERROR. After a short write or
+ * AGAIN, the next write must start with the bytes not yet taken (their
+ * address may change: TLS keeps a record of them that is half written). */
 ssize_t cert_io_write(struct cert_io *io, const void *buf, size_t len);
 
 /* Ends the writing half: TLS close_notify, then the FIN. 1 when done,
@@ -70,6 +73,16 @@ bool cert_io_pending(const struct cert_io *io);
 /* Frees the SSL and closes the socket; with reset, the peer gets a RST and
  * whatever is still queued to it is dropped. Accepts a closed io. */
 void cert_io_close(struct cert_io *io, bool reset);
+
+/* The socket's pending error (SO_ERROR), which this takes: a reset that
+ * came while nothing was being read. 0 when none. The bytes that arrived
+ * before it can still be read; the read after them then returns 0. */
+int cert_io_take_error(struct cert_io *io);
+
+/* Drops what the peer sent and nobody read, so that a close sends a FIN:
+ * the kernel answers a close with unread input by a reset, and drops what
+ * was still queued to the peer. */
+void cert_io_discard_input(struct cert_io *io);
 
 /* Bytes queued in the kernel to the peer and not acknowledged yet. */
 int cert_io_unacked(const struct cert_io *io);

@@ -2,9 +2,7 @@
 #include "gw_relay.h"
 
 #include <errno.h>
-#include <event2/event_struct.h>
 #include <fcntl.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -12,8 +10,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* One read's worth: the scratch buffer, and what a splice asks for at once. */
-#define CHUNK (64 * 1024)
 /* A splice read at least this large keeps a direction on splice; a smaller
  * one sends it back to copying, where small messages are cheaper. */
 #define SPLICE_MIN (16 * 1024)
@@ -24,37 +20,13 @@
 #define POOL_KEEP 64
 
 struct gw_relay_pool {
-    char *scratch; /* CHUNK bytes */
+    char *scratch; /* GW_RELAY_SCRATCH bytes */
     int max_pipes; /* in use at once; 0 = no splice */
     int in_use;
     int fd_ceiling;    /* a pipe whose descriptors land above this is not kept */
     bool short_of_fds; /* connections wait for descriptors: pipes give theirs up */
     int nidle;
     int idle[POOL_KEEP][2];
-};
-
-/* One direction: bytes read from side src are written to the other side. */
-struct dir {
-    char *buf; /* what the other side would not take yet; NULL when none */
-    size_t off, len;
-    int pipe[2]; /* while splicing; -1 when none */
-    size_t inpipe;
-    bool bulk;   /* the last read was full: splice the next */
-    bool paused; /* bytes are owed to the other side: reading waits */
-    bool rdhup;  /* src's FIN has arrived, maybe behind data still unread */
-    bool eof;    /* src sent its FIN */
-    bool shut;   /* and it was passed on */
-};
-
-struct gw_relay {
-    struct event ev[2];
-    int fd[2];
-    struct dir d[2]; /* d[i] reads from side i */
-    struct gw_relay_pool *pool;
-    const struct gw_relay_ops *ops;
-    void *arg;
-    int failed;    /* the side that failed, or -1 */
-    int first_eof; /* the side whose FIN came first, or -1 */
 };
 
 /* ---- the pipe pool ----------------------------------------------------------- */
@@ -64,7 +36,7 @@ struct gw_relay_pool *gw_relay_pool_new(int max_pipes)
     struct gw_relay_pool *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
-    p->scratch = malloc(CHUNK);
+    p->scratch = malloc(GW_RELAY_SCRATCH);
     if (p->scratch == NULL) {
         free(p);
         return NULL;
@@ -98,6 +70,11 @@ void gw_relay_pool_short_of_fds(struct gw_relay_pool *p, bool short_of_fds)
         drop_idle(p);
 }
 
+char *gw_relay_scratch(struct gw_relay_pool *p)
+{
+    return p->scratch;
+}
+
 void gw_relay_pool_free(struct gw_relay_pool *p)
 {
     if (p == NULL)
@@ -109,7 +86,7 @@ void gw_relay_pool_free(struct gw_relay_pool *p)
 
 /* Gives d a pipe; false when splice is off, at its limit, or the descriptors
  * ran out: the direction then copies, which always works. */
-static bool pipe_get(struct gw_relay_pool *p, struct dir *d)
+static bool pipe_get(struct gw_relay_pool *p, struct gw_relay_dir *d)
 {
     if (d->pipe[0] >= 0)
         return true;
@@ -135,7 +112,7 @@ static bool pipe_get(struct gw_relay_pool *p, struct dir *d)
 /* Returns d's pipe. One that still holds bytes cannot be reused: they would
  * reach another connection's peer. The kernel is asked as well, since a
  * pipe goes back to the pool only when a direction falls idle. */
-static void pipe_put(struct gw_relay_pool *p, struct dir *d)
+static void pipe_put(struct gw_relay_pool *p, struct gw_relay_dir *d)
 {
     if (d->pipe[0] < 0)
         return;
@@ -156,9 +133,9 @@ static void pipe_put(struct gw_relay_pool *p, struct dir *d)
 
 /* ---- one direction -------------------------------------------------------------- */
 
-static size_t owed(const struct dir *d)
+static size_t owed(const struct gw_relay_dir *d)
 {
-    return d->len + d->inpipe;
+    return (size_t)d->len + d->inpipe;
 }
 
 static bool would_block(void)
@@ -169,26 +146,39 @@ static bool would_block(void)
 /* What a step of a direction found. */
 enum step { STEP_WAIT, STEP_MORE, STEP_SRC_FAILED, STEP_DST_FAILED };
 
+/* Moves bytes from d's pipe to the destination: how many, CERT_IO_AGAIN or
+ * CERT_IO_ERROR, as cert_io_write does. */
+static ssize_t splice_out(struct gw_relay_dir *d, int dst, size_t n)
+{
+    ssize_t w;
+    do
+        w = splice(d->pipe[0], NULL, dst, NULL, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    while (w < 0 && errno == EINTR);
+    if (w >= 0)
+        return w;
+    return would_block() ? CERT_IO_AGAIN : CERT_IO_ERROR;
+}
+
 /* Writes what d owes to dst. STEP_MORE when all of it went. */
 static enum step flush(struct gw_relay *r, int i)
 {
-    struct dir *d = &r->d[i];
-    int dst = r->fd[!i];
+    struct gw_relay_dir *d = &r->d[i];
+    struct cert_io *dst = &r->side[!i].io;
     while (owed(d) > 0) {
-        ssize_t w;
-        if (d->inpipe > 0)
-            w = splice(d->pipe[0], NULL, dst, NULL, d->inpipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        else
-            w = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0 && errno == EINTR)
-            continue;
+        ssize_t w = d->inpipe > 0 ? splice_out(d, dst->fd, d->inpipe)
+                                  : cert_io_write(dst, d->buf + d->off, d->len);
+        if (w == CERT_IO_AGAIN) {
+            d->wr_on_read = dst->ssl != NULL && !dst->want_write;
+            return STEP_WAIT;
+        }
         if (w < 0)
-            return would_block() ? STEP_WAIT : STEP_DST_FAILED;
+            return STEP_DST_FAILED;
+        d->wr_on_read = false;
         if (d->inpipe > 0) {
-            d->inpipe -= (size_t)w;
+            d->inpipe -= (uint32_t)w;
         } else {
-            d->off += (size_t)w;
-            d->len -= (size_t)w;
+            d->off += (uint32_t)w;
+            d->len -= (uint32_t)w;
         }
         /* After the state moved: the callback may ask what is still owed. */
         r->ops->moved(r->arg, (enum gw_relay_side)i, 0, (size_t)w);
@@ -201,58 +191,71 @@ static enum step flush(struct gw_relay *r, int i)
     return STEP_MORE;
 }
 
+/* The source's end: it has nothing more to send. */
+static void source_ended(struct gw_relay *r, int i)
+{
+    r->d[i].eof = true;
+    if (r->first_eof < 0)
+        r->first_eof = (int8_t)i;
+    if (r->d[i].inpipe == 0)
+        pipe_put(r->pool, &r->d[i]);
+}
+
 /* Reads once from src and writes it on; what dst would not take is kept. */
 static enum step read_once(struct gw_relay *r, int i, size_t *moved)
 {
-    struct dir *d = &r->d[i];
-    int src = r->fd[i], dst = r->fd[!i];
-    bool spliced = d->bulk && pipe_get(r->pool, d);
+    struct gw_relay_dir *d = &r->d[i];
+    struct cert_io *src = &r->side[i].io, *dst = &r->side[!i].io;
+    char *scratch = r->pool->scratch;
+    bool spliced = r->splice_ok && d->bulk && pipe_get(r->pool, d);
     ssize_t n;
-    do {
-        if (spliced)
-            n = splice(src, NULL, d->pipe[1], NULL, CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        else
-            n = recv(src, r->pool->scratch, CHUNK, MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
+    if (spliced) {
+        do
+            n = splice(src->fd, NULL, d->pipe[1], NULL, GW_RELAY_CHUNK,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+            n = would_block() ? CERT_IO_AGAIN : CERT_IO_ERROR;
+        if (n == CERT_IO_ERROR)
+            src->err = errno;
+    } else {
+        n = cert_io_read(src, scratch, GW_RELAY_CHUNK);
+    }
     if (n == 0) {
-        d->eof = true;
-        if (r->first_eof < 0)
-            r->first_eof = i;
-        pipe_put(r->pool, d);
+        source_ended(r, i);
         return STEP_MORE;
     }
-    if (n < 0) {
-        if (!would_block())
-            return STEP_SRC_FAILED;
+    if (n == CERT_IO_AGAIN) {
+        d->rd_on_write = src->want_write;
         pipe_put(r->pool, d); /* an idle direction holds no pipe */
         return STEP_WAIT;
     }
+    if (n < 0)
+        return STEP_SRC_FAILED;
+    d->rd_on_write = false;
     *moved += (size_t)n;
-    d->bulk = spliced ? n >= SPLICE_MIN : n == CHUNK;
+    d->bulk = spliced ? n >= SPLICE_MIN : n == GW_RELAY_CHUNK;
     if (spliced)
-        d->inpipe = (size_t)n; /* counted at once: if dst fails, the pipe is not reused */
-    ssize_t w;
-    do {
-        if (spliced)
-            w = splice(d->pipe[0], NULL, dst, NULL, (size_t)n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        else
-            w = send(dst, r->pool->scratch, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (w < 0 && errno == EINTR);
-    if (w < 0 && !would_block())
+        d->inpipe = (uint32_t)n; /* counted at once: if dst fails, the pipe is not reused */
+    ssize_t w =
+        spliced ? splice_out(d, dst->fd, (size_t)n) : cert_io_write(dst, scratch, (size_t)n);
+    if (w == CERT_IO_ERROR)
         return STEP_DST_FAILED;
-    if (w < 0)
+    if (w == CERT_IO_AGAIN) {
+        d->wr_on_read = dst->ssl != NULL && !dst->want_write;
         w = 0;
+    }
     size_t left = (size_t)(n - w);
     if (spliced) {
-        d->inpipe = left;
+        d->inpipe = (uint32_t)left;
         if (left == 0 && !d->bulk)
             pipe_put(r->pool, d);
     } else if (left > 0) {
         d->buf = malloc(left);
         if (d->buf == NULL)
             return STEP_DST_FAILED; /* the bytes cannot be kept: the stream is cut */
-        memcpy(d->buf, r->pool->scratch + w, left);
-        d->len = left;
+        memcpy(d->buf, scratch + w, left);
+        d->len = (uint32_t)left;
     }
     r->ops->moved(r->arg, (enum gw_relay_side)i, (size_t)n, (size_t)w);
     if (left > 0)
@@ -260,9 +263,10 @@ static enum step read_once(struct gw_relay *r, int i, size_t *moved)
     /* A short TCP read emptied the socket, and with edge-triggered events a
      * new arrival wakes us again; but a FIN that came with the data brings
      * no further edge, so then we read on to find it. A splice may stop
-     * short at the pipe's slot count, so it reads on until the socket says it
-     * is empty. */
-    return !spliced && !d->rdhup && (size_t)n < CHUNK ? STEP_WAIT : STEP_MORE;
+     * short at the pipe's slot count, and TLS hands out one record per
+     * read: both read on until the socket says it is empty. */
+    return !spliced && src->ssl == NULL && !d->rdhup && (size_t)n < GW_RELAY_CHUNK ? STEP_WAIT
+                                                                                   : STEP_MORE;
 }
 
 /* Reading from side i waits until the other side takes what is owed. */
@@ -278,7 +282,7 @@ static void hold_reading(struct gw_relay *r, int i)
  * something would block or the round's budget is spent. */
 static enum step pump(struct gw_relay *r, int i)
 {
-    struct dir *d = &r->d[i];
+    struct gw_relay_dir *d = &r->d[i];
     size_t moved = 0;
     for (;;) {
         enum step st = flush(r, i);
@@ -291,17 +295,20 @@ static enum step pump(struct gw_relay *r, int i)
             d->paused = false;
             r->ops->flow(r->arg, (enum gw_relay_side)i, false);
         }
-        if (r->failed >= 0)
-            return STEP_WAIT; /* flushing only: nothing more is read */
         if (d->eof) {
-            if (!d->shut) {
-                shutdown(r->fd[!i], SHUT_WR);
+            /* After a failure the session decides how the other side ends. */
+            if (!d->shut && r->failed < 0) {
+                int rc = cert_io_shutdown(&r->side[!i].io);
+                if (rc == CERT_IO_AGAIN)
+                    return STEP_WAIT; /* close_notify waits for room */
+                if (rc < 0)
+                    return STEP_DST_FAILED;
                 d->shut = true;
             }
             return STEP_WAIT;
         }
         if (moved >= ROUND_BUDGET) {
-            event_active(&r->ev[i], EV_READ, 0); /* go on after the others */
+            event_active(&r->side[i].ev, EV_READ, 0); /* go on after the others */
             return STEP_WAIT;
         }
         st = read_once(r, i, &moved);
@@ -314,134 +321,149 @@ static enum step pump(struct gw_relay *r, int i)
 
 /* ---- the connection ---------------------------------------------------------------- */
 
-/* Side `side` failed: deliver what it had sent, drop what was owed to it. */
-static void fail(struct gw_relay *r, int side)
+/* Drops what direction i owes: its destination failed. */
+static void drop(struct gw_relay *r, int i)
 {
+    struct gw_relay_dir *d = &r->d[i];
+    free(d->buf);
+    d->buf = NULL;
+    d->off = d->len = 0;
+    pipe_put(r->pool, d); /* a pipe that holds bytes is closed, not reused */
+    d->dead = true;
+}
+
+/* Side `side` failed: a read from it (which then has nothing more to give),
+ * a write to it, or its socket's error. The first failure: what it sent is
+ * still delivered, and what was owed to it is dropped. The other side's
+ * failure after that leaves nothing to deliver. */
+static void fail(struct gw_relay *r, int side, bool read_ended)
+{
+    if (r->failed >= 0 && r->failed != side) {
+        r->broken = true;
+        return;
+    }
+    if (r->failed < 0) {
+        r->failed = (int8_t)side;
+        drop(r, !side);
+    }
+    if (read_ended)
+        source_ended(r, side);
+}
+
+/* Runs direction i and records what failed. */
+static void run(struct gw_relay *r, int i)
+{
+    enum step st = pump(r, i);
+    if (st == STEP_SRC_FAILED)
+        fail(r, i, true);
+    else if (st == STEP_DST_FAILED) {
+        fail(r, !i, false);
+        /* What the failed side sent may wait in its socket with no edge to
+         * come for it: read it now. */
+        const struct gw_relay_dir *back = &r->d[!i];
+        if (!r->broken && !back->eof && !back->paused)
+            run(r, !i);
+    }
+}
+
+/* Whether direction i's destination is wanted by an event on it. */
+static bool wants_dst(const struct gw_relay *r, int i, short what)
+{
+    const struct gw_relay_dir *d = &r->d[i];
+    if (d->dead)
+        return false;
+    bool pending = owed(d) > 0 || (d->eof && !d->shut && r->failed < 0);
+    return pending && ((what & EV_WRITE) || (d->wr_on_read && (what & EV_READ)));
+}
+
+/* Whether direction i's source is wanted by an event on it. */
+static bool wants_src(const struct gw_relay *r, int i, short what)
+{
+    const struct gw_relay_dir *d = &r->d[i];
+    if (d->dead || d->paused || d->eof)
+        return false;
+    return (what & (EV_READ | EV_CLOSED)) || (d->rd_on_write && (what & EV_WRITE));
+}
+
+static enum gw_relay_result result(struct gw_relay *r, int failed_before)
+{
+    if (r->broken)
+        return GW_RELAY_BROKEN;
     if (r->failed >= 0) {
-        r->ops->done(r->arg); /* the flushing side failed too: nothing more goes */
-        return;
+        const struct gw_relay_dir *d = &r->d[r->failed];
+        if (d->eof && owed(d) == 0)
+            return GW_RELAY_DONE;
+        return failed_before < 0 ? GW_RELAY_FAILED : GW_RELAY_GOING;
     }
-    r->failed = side;
-    bool flushing = owed(&r->d[side]) > 0;
-    r->ops->failed(r->arg, (enum gw_relay_side)side, flushing);
+    return r->d[0].shut && r->d[1].shut ? GW_RELAY_DONE : GW_RELAY_GOING;
 }
 
-static void on_io(evutil_socket_t fd, short what, void *arg)
+enum gw_relay_result gw_relay_on_io(struct gw_relay *r, enum gw_relay_side side, short what)
 {
-    struct gw_relay *r = arg;
-    int i = fd == r->fd[GW_RELAY_CLIENT] ? GW_RELAY_CLIENT : GW_RELAY_UPSTREAM;
-    enum step st = STEP_WAIT;
+    int k = (int)side, failed_before = r->failed;
+    if (r->broken)
+        return GW_RELAY_BROKEN;
     if (what & EV_CLOSED)
-        r->d[i].rdhup = true;
-    int failed_side = -1;
-    /* Writable: the direction that writes here may go on, if it owes bytes. */
-    if ((what & EV_WRITE) && owed(&r->d[!i]) > 0) {
-        st = pump(r, !i);
-        if (st == STEP_SRC_FAILED)
-            failed_side = !i;
-        else if (st == STEP_DST_FAILED)
-            failed_side = i;
+        r->d[k].rdhup = true;
+    /* The direction that writes to k, then the one that reads from it. */
+    if (wants_dst(r, !k, what))
+        run(r, !k);
+    if (!r->broken && wants_src(r, k, what)) {
+        run(r, k);
+    } else if (!r->broken && r->failed != k && r->side[k].io.ssl == NULL &&
+               (what & (EV_READ | EV_CLOSED)) && ((what & EV_CLOSED) || (what & EV_WRITE))) {
+        /* k is not being read (it is paused, or it ended) and its event says
+         * it may have closed or failed: a reset must not wait for the next
+         * read, which may be long in coming. (Under TLS a reset is a dirty
+         * shutdown, which the next read finds, like a FIN.) */
+        if (cert_io_take_error(&r->side[k].io) != 0)
+            fail(r, k, r->d[k].eof);
     }
-    if (failed_side < 0 && (what & (EV_READ | EV_CLOSED)) && r->failed < 0 && !r->d[i].paused &&
-        !r->d[i].eof) {
-        st = pump(r, i);
-        if (st == STEP_SRC_FAILED)
-            failed_side = i;
-        else if (st == STEP_DST_FAILED)
-            failed_side = !i;
-    }
-    if (failed_side >= 0) {
-        fail(r, failed_side);
-        return;
-    }
-    if (r->failed >= 0 ? owed(&r->d[r->failed]) == 0 : r->d[0].shut && r->d[1].shut)
-        r->ops->done(r->arg);
+    return result(r, failed_before);
 }
 
-struct gw_relay *gw_relay_new(struct event_base *base, struct gw_relay_pool *pool, int client_fd,
-                              int upstream_fd, const void *to_upstream, size_t to_upstream_len,
-                              const void *to_client, size_t to_client_len,
-                              const struct gw_relay_ops *ops, void *arg)
+enum gw_relay_result gw_relay_start(struct gw_relay *r, struct gw_side *sides,
+                                    struct gw_relay_pool *pool, const struct gw_relay_ops *ops,
+                                    void *arg)
 {
-    struct gw_relay *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        goto fail_fds;
-    r->fd[GW_RELAY_CLIENT] = client_fd;
-    r->fd[GW_RELAY_UPSTREAM] = upstream_fd;
+    memset(r, 0, sizeof(*r));
+    r->side = sides;
     r->pool = pool;
     r->ops = ops;
     r->arg = arg;
     r->failed = -1;
     r->first_eof = -1;
-    const void *owed_bytes[2] = {to_upstream, to_client};
-    size_t owed_len[2] = {to_upstream_len, to_client_len};
-    for (int i = 0; i < 2; i++) {
-        r->d[i].pipe[0] = r->d[i].pipe[1] = -1;
-        if (owed_len[i] > 0) {
-            r->d[i].buf = malloc(owed_len[i]);
-            if (r->d[i].buf == NULL)
-                goto fail_relay;
-            memcpy(r->d[i].buf, owed_bytes[i], owed_len[i]);
-            r->d[i].len = owed_len[i];
-        }
-    }
+    r->splice_ok = sides[0].io.ssl == NULL && sides[1].io.ssl == NULL;
     for (int i = 0; i < 2; i++)
-        event_assign(&r->ev[i], base, r->fd[i], EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST,
-                     on_io, r);
-    if (event_add(&r->ev[0], NULL) != 0 || event_add(&r->ev[1], NULL) != 0)
-        goto fail_events;
-    /* The first round runs from the loop, like every other: what the sockets
-     * already hold, and what is owed, move then. */
-    event_active(&r->ev[0], EV_READ | EV_WRITE, 0);
-    event_active(&r->ev[1], EV_READ | EV_WRITE, 0);
-    return r;
-
-fail_events:
-    event_del(&r->ev[0]);
-    event_del(&r->ev[1]);
-fail_relay:
-    free(r->d[0].buf);
-    free(r->d[1].buf);
-    free(r);
-fail_fds:
-    close(client_fd);
-    close(upstream_fd);
-    return NULL;
+        r->d[i].pipe[0] = r->d[i].pipe[1] = -1;
+    /* What arrived before: the edges that said so came before the relay. */
+    for (int i = 0; i < 2; i++)
+        r->d[i].rdhup = sides[i].closed;
+    for (int i = 0; i < 2 && !r->broken; i++)
+        if (sides[i].readable || sides[i].closed || cert_io_pending(&sides[i].io))
+            run(r, i);
+    return result(r, -1);
 }
 
-void gw_relay_free(struct gw_relay *r, enum gw_relay_close how)
+void gw_relay_end(struct gw_relay *r, enum gw_relay_end how)
 {
-    if (r == NULL)
-        return;
     for (int i = 0; i < 2; i++) {
-        event_del(&r->ev[i]);
-        /* Bytes owed to side i and never written: its peer must not take the
-         * stream for complete. */
-        bool cut = how == GW_RELAY_RESET || (how == GW_RELAY_STOP && owed(&r->d[!i]) > 0);
-        if (cut) {
-            struct linger lg = {.l_onoff = 1, .l_linger = 0};
-            setsockopt(r->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        }
+        struct cert_io *io = &r->side[i].io;
+        bool owed_to_i = owed(&r->d[!i]) > 0 && !r->d[!i].dead;
+        bool reset = how == GW_RELAY_RESET || (how == GW_RELAY_STOP && owed_to_i) ||
+                     (how == GW_RELAY_DELIVERED && i != r->failed);
+        if (!reset && !r->d[i].eof)
+            cert_io_discard_input(io);
+        cert_io_close(io, reset || (how == GW_RELAY_DELIVERED && i == r->failed));
     }
     for (int i = 0; i < 2; i++) {
-        close(r->fd[i]);
         pipe_put(r->pool, &r->d[i]);
         free(r->d[i].buf);
+        r->d[i].buf = NULL;
     }
-    free(r);
-}
-
-int gw_relay_fd(const struct gw_relay *r, enum gw_relay_side side)
-{
-    return r->fd[side];
 }
 
 size_t gw_relay_buffered(const struct gw_relay *r, enum gw_relay_side from)
 {
     return owed(&r->d[from]);
-}
-
-int gw_relay_first_eof(const struct gw_relay *r)
-{
-    return r->first_eof;
 }

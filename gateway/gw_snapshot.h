@@ -155,13 +155,6 @@ bool gw_api_settling(const struct gw_api *api);
  * client sent no name. NULL when none matches. */
 struct gw_api *gw_port_route_sni(const struct gw_port *p, const char *sni);
 
-/* After a TLS handshake on a GW_ROUTE_TLS port: the definition the client
- * hello chose, or NULL (and *no_route set when its server name matched none). */
-struct gw_api *gw_tls_chosen(SSL *ssl, bool *no_route);
-
-/* The server name the client asked for in its hello, "" when none. */
-const char *gw_tls_requested_name(SSL *ssl);
-
 struct gw_snapshot {
     int refs;
     int nworkers;

@@ -44,7 +44,8 @@ struct gw_worker {
     struct gw_snapshot *snap;
     struct listener **listeners; /* each separately allocated: libevent holds pointers */
     size_t nlisteners;
-    struct gw_session_list sessions;
+    struct gw_session_env sessions; /* and with them, the pipe pool and the access log */
+    bool sessions_ready;
     int cmd_fd;  /* eventfd: the control thread's only way in */
     int pending; /* CMD_* bits, set by the control thread before it writes cmd_fd */
     struct event *cmd;
@@ -52,10 +53,8 @@ struct gw_worker {
     int64_t stop_drain_ms;   /* written before cmd is activated */
     int64_t last_accept_log; /* ms */
     uint64_t accept_errors_since_log;
-    int fd_waiters;   /* sessions waiting for a descriptor to connect */
-    int64_t drain_ms; /* what the sessions of a removed port get to finish */
-    struct gw_access_log *access_log;
-    struct gw_relay_pool *pool;
+    int fd_waiters;               /* sessions waiting for a descriptor to connect */
+    int64_t drain_ms;             /* what the sessions of a removed port get to finish */
     pthread_mutex_t updates_lock; /* the control thread queues, the worker takes */
     struct update *updates;
     bool updates_lock_ready;
@@ -76,7 +75,7 @@ static void on_fd_wait(void *arg, int delta, int err)
 {
     struct gw_worker *w = arg;
     w->fd_waiters += delta;
-    gw_relay_pool_short_of_fds(w->pool, w->fd_waiters > 0);
+    gw_relay_pool_short_of_fds(w->sessions.pool, w->fd_waiters > 0);
     if (delta > 0)
         pause_accepting(w, err, "upstream socket");
 }
@@ -86,14 +85,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 {
     (void)lev;
     struct listener *l = arg;
-    struct gw_session_env env = {.base = l->w->base,
-                                 .worker_id = l->w->id,
-                                 .list = &l->w->sessions,
-                                 .fd_wait = on_fd_wait,
-                                 .arg = l->w,
-                                 .pool = l->w->pool,
-                                 .access_log = l->w->access_log};
-    gw_session_accept(&env, l->w->snap, l->port, fd, sa, salen);
+    gw_session_accept(&l->w->sessions, l->w->snap, l->port, fd, sa, salen);
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -109,7 +101,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         evtimer_add(l->retry, &tv);
         return;
     }
-    gw_relay_pool_short_of_fds(l->w->pool, false);
+    gw_relay_pool_short_of_fds(l->w->sessions.pool, false);
     evconnlistener_enable(l->lev);
 }
 
@@ -145,7 +137,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
     struct listener *l = arg;
     int err = EVUTIL_SOCKET_ERROR();
     if (err == EMFILE || err == ENFILE)
-        gw_relay_pool_short_of_fds(l->w->pool, true); /* until accepting resumes */
+        gw_relay_pool_short_of_fds(l->w->sessions.pool, true); /* until accepting resumes */
     pause_accepting(l->w, err, "accept");
 }
 
@@ -203,7 +195,7 @@ static void apply_update(struct gw_worker *w, struct update *u)
             w->listeners[kept++] = l;
             continue;
         }
-        gw_session_list_drain_port(&w->sessions, l->port->port, w->drain_ms);
+        gw_session_drain_port(&w->sessions, l->port->port, w->drain_ms);
         listener_free(l);
     }
     w->nlisteners = kept;
@@ -249,13 +241,13 @@ static void on_cmd(evutil_socket_t fd, short what, void *arg)
         }
     }
     if (cmds & CMD_HOSTS_DOWN)
-        gw_session_list_close_down(&w->sessions);
+        gw_session_close_down(&w->sessions);
     if (!(cmds & CMD_STOP))
         return;
     w->stopping = true;
     close_listeners(w);
     int64_t drain = __atomic_load_n(&w->stop_drain_ms, __ATOMIC_ACQUIRE);
-    gw_session_list_drain(&w->sessions, drain);
+    gw_session_drain_all(&w->sessions, drain);
     if (w->sessions.count == 0)
         event_base_loopexit(w->base, NULL);
 }
@@ -270,10 +262,7 @@ struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, const struct g
     w->cmd_fd = -1;
     w->on_exit = on_exit;
     w->arg = arg;
-    w->sessions.on_empty = on_sessions_empty;
-    w->sessions.arg = w;
     w->drain_ms = o->drain_ms;
-    w->access_log = o->access_log;
     if (pthread_mutex_init(&w->updates_lock, NULL) != 0) {
         free(w);
         return NULL;
@@ -295,8 +284,15 @@ struct gw_worker *gw_worker_new(int id, struct gw_snapshot *snap, const struct g
     w->cmd = event_new(w->base, w->cmd_fd, EV_READ | EV_PERSIST, on_cmd, w);
     if (w->cmd == NULL || event_add(w->cmd, NULL) != 0)
         goto fail;
-    w->pool = gw_relay_pool_new(o->max_pipes);
-    if (w->pool == NULL)
+    if (gw_session_env_init(&w->sessions, w->base, id) != 0)
+        goto fail;
+    w->sessions_ready = true;
+    w->sessions.on_empty = on_sessions_empty;
+    w->sessions.fd_wait = on_fd_wait;
+    w->sessions.arg = w;
+    w->sessions.access_log = o->access_log;
+    w->sessions.pool = gw_relay_pool_new(o->max_pipes);
+    if (w->sessions.pool == NULL)
         goto fail;
     w->snap = gw_snapshot_ref(snap);
     return w;
@@ -442,7 +438,8 @@ void gw_worker_free(struct gw_worker *w)
         return;
     gw_worker_join(w);
     /* Sessions still open here (a forced exit) close with the base. */
-    gw_session_list_drain(&w->sessions, 0);
+    if (w->sessions_ready)
+        gw_session_env_clear(&w->sessions);
     close_listeners(w);
     for (size_t i = 0; i < w->nlisteners; i++)
         free(w->listeners[i]);
@@ -453,7 +450,7 @@ void gw_worker_free(struct gw_worker *w)
         close(w->cmd_fd);
     if (w->base != NULL)
         event_base_free(w->base);
-    gw_relay_pool_free(w->pool);
+    gw_relay_pool_free(w->sessions.pool);
     while (w->updates != NULL) { /* made after the worker stopped */
         struct update *next = w->updates->next;
         update_free(w->updates);
