@@ -336,8 +336,8 @@ static void connect_next(struct gw_session *s)
     char client[INET6_ADDRSTRLEN + 16];
     session_format_addr(&s->peer.sa, client, sizeof(client));
     if (s->error != NULL)
-        gw_warn("api_id=%s client=%s no target may be picked: every one is down",
-                session_api_id(s), client);
+        gw_warn("api_id=%s client=%s no target may be picked: every one is down", session_api_id(s),
+                client);
     else
         gw_warn("api_id=%s client=%s no target could be reached after %u attempts",
                 session_api_id(s), client, s->attempt);
@@ -387,8 +387,8 @@ static void on_deadline(struct gw_session *s)
 const struct gw_phase gw_phase_connect = {
     .name = "connect", .on_io = on_io, .on_deadline = on_deadline};
 
-/* Before an upstream is dialed for a TLS client: whether it is still there. A client that closes as soon as its handshake is
- * done (a TLS probe, a load balancer's check) has often sent its end along
+/* Before an upstream is dialed for a TLS client: whether it is still there. A client that closes as
+ * soon as its handshake is done (a TLS probe, a load balancer's check) has often sent its end along
  * with its Finished; peeking finds it without consuming anything. END_NONE
  * while it is there, or has sent bytes. */
 static enum gw_end client_left(struct gw_session *s)

@@ -83,7 +83,8 @@ static void peek_on_io(struct gw_session *s, enum gw_relay_side side, short what
         peek(s, what);
 }
 
-const struct gw_phase gw_phase_peek = {.name = "peek", .on_io = peek_on_io, .on_deadline = timed_out};
+const struct gw_phase gw_phase_peek = {
+    .name = "peek", .on_io = peek_on_io, .on_deadline = timed_out};
 
 /* ---- handshake: TLS terminated here ---------------------------------------------- */
 

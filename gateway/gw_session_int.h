@@ -90,24 +90,24 @@ struct gw_session {
     struct cert_dial dial;  /* the connect phase's */
 
     /* connect */
-    unsigned rr_turn;      /* this connection's round-robin turn */
-    unsigned attempt;      /* connect attempts made so far */
-    size_t ups;            /* current upstream index */
-    int addr;              /* address index within it */
-    int held_target;       /* the target whose slot it holds, or -1 */
-    uint64_t failed_hosts; /* host_ids that failed a connect, to skip on retry */
-    int64_t connect_by_ms; /* the current attempt's deadline */
+    unsigned rr_turn;       /* this connection's round-robin turn */
+    unsigned attempt;       /* connect attempts made so far */
+    size_t ups;             /* current upstream index */
+    int addr;               /* address index within it */
+    int held_target;        /* the target whose slot it holds, or -1 */
+    uint64_t failed_hosts;  /* host_ids that failed a connect, to skip on retry */
+    int64_t connect_by_ms;  /* the current attempt's deadline */
     int64_t eligible_by_ms; /* waiting for a first health verdict until then */
 
     int64_t started_ms, active_ms;
-    int64_t kernel_queued;     /* bytes in both sockets' send queues at the last idle check */
-    int64_t flush_by_ms;       /* drain: the failed side's bytes must be delivered by then */
-    uint64_t rx, tx;           /* bytes read from the client, written to it */
+    int64_t kernel_queued; /* bytes in both sockets' send queues at the last idle check */
+    int64_t flush_by_ms;   /* drain: the failed side's bytes must be delivered by then */
+    uint64_t rx, tx;       /* bytes read from the client, written to it */
     int64_t rx_buffered, tx_buffered; /* what this session adds to the gauges now */
-    enum gw_end failure;       /* drain: the failed side's end reason */
-    const char *error;         /* a short reason for the log line, static storage */
-    char *sni;                 /* the client's server name; NULL when none */
-    char *alpn;                /* the protocol negotiated with the client; NULL when none */
+    enum gw_end failure;              /* drain: the failed side's end reason */
+    const char *error;                /* a short reason for the log line, static storage */
+    char *sni;                        /* the client's server name; NULL when none */
+    char *alpn;                       /* the protocol negotiated with the client; NULL when none */
     bool held_total, held_source, held_api; /* slots taken of the connection limits */
     bool target_counted;                    /* in its target's cx_active */
     bool fd_waiting;                        /* counted in the worker's descriptor waiters */
@@ -115,9 +115,9 @@ struct gw_session {
     bool relaying;                          /* s->relay is set up */
     bool delivered; /* drain: the failed side's bytes all reached the other side's peer */
     bool has_orig_dst;
-    int8_t first_eof;          /* who closed first, for the log: 0 client, 1 upstream */
+    int8_t first_eof; /* who closed first, for the log: 0 client, 1 upstream */
 
-    union gw_addr peer; /* the client: from the PROXY header when there was one */
+    union gw_addr peer;     /* the client: from the PROXY header when there was one */
     union gw_addr orig_dst; /* the address the client connected to, from the header */
     socklen_t peerlen;
 };

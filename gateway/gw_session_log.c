@@ -136,6 +136,6 @@ void session_log_end(struct gw_session *s, enum gw_end why)
             client, s->port->port, session_api_id(s), s->sni ? s->sni : "-", down,
             s->alpn ? " alpn=" : "", s->alpn ? s->alpn : "",
             s->relaying ? s->api->ups[s->ups].name : "-", s->attempt, (unsigned long long)s->rx,
-            (unsigned long long)s->tx, (long long)(gw_now_ms() - s->started_ms),
-            gw_end_names[why], up, s->error ? " error=" : "", s->error ? s->error : "");
+            (unsigned long long)s->tx, (long long)(gw_now_ms() - s->started_ms), gw_end_names[why],
+            up, s->error ? " error=" : "", s->error ? s->error : "");
 }

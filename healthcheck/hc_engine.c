@@ -1,17 +1,15 @@
 #include "hc_engine.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <openssl/err.h>
+#include <event2/event_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cert_dial.h"
 #include "cert_tls.h"
+#include "gw_clock.h"
 #include "gw_log.h"
 #include "gw_proxyproto.h"
 #include "hc_dns.h"
@@ -54,11 +52,18 @@ struct hc_target {
     int64_t last_duration_ms;
     char last_result[256];
 
-    /* The probe in flight, if any. */
+    /* The probe in flight, if any: its socket (fd -1 when none), dialed and
+     * then read and written from one edge-triggered event. */
     struct event *tick;
     struct event *deadline;
-    struct bufferevent *bev;
-    SSL *pending_ssl; /* TLS after a PROXY header: layered on once TCP is up */
+    struct cert_io io;
+    struct cert_dial dial;
+    struct event ev;
+    bool ev_added;
+    uint8_t *in; /* what arrived for the current expect */
+    size_t in_len, in_cap;
+    uint8_t *out; /* what a send step wrote that the socket did not take yet */
+    size_t out_len;
     int addr;
     size_t step;
     bool connected;
@@ -75,13 +80,6 @@ struct hc_engine {
     void (*on_change)(void *arg, struct hc_target *t, bool up);
     void *arg;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const char *state_name(enum hc_state s)
 {
@@ -117,14 +115,24 @@ void hc_target_status(const struct hc_target *t, struct hc_status *out)
 
 /* ---- verdicts ------------------------------------------------------------------ */
 
+static bool probing(const struct hc_target *t)
+{
+    return t->io.fd >= 0;
+}
+
 static void probe_stop(struct hc_target *t)
 {
-    if (t->bev != NULL)
-        bufferevent_free(t->bev);
-    t->bev = NULL;
-    SSL_free(t->pending_ssl);
-    t->pending_ssl = NULL;
-    evtimer_del(t->deadline);
+    if (t->ev_added)
+        event_del(&t->ev);
+    t->ev_added = false;
+    cert_io_close(&t->io, false);
+    cert_dial_clear(&t->dial);
+    free(t->in);
+    free(t->out);
+    t->in = t->out = NULL;
+    t->in_len = t->in_cap = t->out_len = 0;
+    if (t->deadline != NULL)
+        evtimer_del(t->deadline);
 }
 
 /* Ends a check: updates the counts and, through fall and rise, the state. */
@@ -137,7 +145,7 @@ static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(t->last_result, sizeof(t->last_result), fmt, ap);
     va_end(ap);
-    t->last_duration_ms = now_ms() - t->started_ms;
+    t->last_duration_ms = gw_now_ms() - t->started_ms;
     t->checks++;
     if (ok) {
         t->ok_streak++;
@@ -183,15 +191,12 @@ static void finish(struct hc_target *t, bool ok, const char *fmt, ...)
 static void fail_step(struct hc_target *t, const char *what)
 {
     const struct hc_step *st = &t->script.steps[t->step];
-    struct evbuffer *in = bufferevent_get_input(t->bev);
-    size_t len = evbuffer_get_length(in);
-    const uint8_t *data =
-        evbuffer_pullup(in, (ev_ssize_t)(len < SHOWN_BYTES + 1 ? len : SHOWN_BYTES + 1));
     char want[96], got[SHOWN_BYTES * 4 + 8];
     hc_escape(st->data, st->len, 40, want, sizeof(want));
-    hc_escape(data, len, SHOWN_BYTES, got, sizeof(got));
+    hc_escape(t->in, t->in_len, SHOWN_BYTES, got, sizeof(got));
     finish(t, false, "step %zu %s \"%s\": %s \"%s\" after %.1fs", t->step + 1,
-           hc_step_name(st->kind), want, what, got, (double)(now_ms() - t->step_started_ms) / 1000);
+           hc_step_name(st->kind), want, what, got,
+           (double)(gw_now_ms() - t->step_started_ms) / 1000);
 }
 
 /* ---- the probe ----------------------------------------------------------------- */
@@ -202,6 +207,43 @@ static void arm(struct hc_target *t, int64_t ms)
     evtimer_add(t->deadline, &tv);
 }
 
+/* Writes what a send step left; false when the socket failed. */
+static bool flush_out(struct hc_target *t)
+{
+    while (t->out_len > 0) {
+        ssize_t n = cert_io_write(&t->io, t->out, t->out_len);
+        if (n == CERT_IO_AGAIN)
+            return true;
+        if (n < 0)
+            return false;
+        memmove(t->out, t->out + n, t->out_len - (size_t)n);
+        t->out_len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Queues a send step's bytes behind what is still waiting, and writes. */
+static bool send_bytes(struct hc_target *t, const uint8_t *data, size_t len)
+{
+    uint8_t *o = realloc(t->out, t->out_len + len);
+    if (o == NULL)
+        return false;
+    t->out = o;
+    memcpy(t->out + t->out_len, data, len);
+    t->out_len += len;
+    return flush_out(t);
+}
+
+static void step_error(struct hc_target *t, const char *what)
+{
+    char why[160];
+    snprintf(why, sizeof(why), "connection error (%s):", what);
+    if (t->script.steps[t->step].kind == API_CMD_SEND)
+        finish(t, false, "step %zu send: %s", t->step + 1, why);
+    else
+        fail_step(t, why);
+}
+
 /* Runs send steps, and judges the current expect on what has arrived. `final`:
  * no more data will come for it. */
 static void run_steps(struct hc_target *t, bool final)
@@ -209,29 +251,30 @@ static void run_steps(struct hc_target *t, bool final)
     while (t->step < t->script.nsteps) {
         const struct hc_step *st = &t->script.steps[t->step];
         if (st->kind == API_CMD_SEND) {
-            bufferevent_write(t->bev, st->data, st->len);
+            if (!send_bytes(t, st->data, st->len)) {
+                step_error(t, strerror(t->io.err != 0 ? t->io.err : ENOMEM));
+                return;
+            }
             t->step++;
-            t->step_started_ms = now_ms();
+            t->step_started_ms = gw_now_ms();
             final = false;
             continue;
         }
-        struct evbuffer *in = bufferevent_get_input(t->bev);
-        size_t len = evbuffer_get_length(in);
-        const uint8_t *data = evbuffer_pullup(in, (ev_ssize_t)len);
-        enum hc_verdict v = hc_step_judge(st, data, len, final || len >= MAX_EXPECT_BYTES);
+        enum hc_verdict v =
+            hc_step_judge(st, t->in, t->in_len, final || t->in_len >= MAX_EXPECT_BYTES);
         if (v == HC_WAIT) {
-            arm(t, t->step_started_ms + t->timeout_ms - now_ms());
+            arm(t, t->step_started_ms + t->timeout_ms - gw_now_ms());
             return;
         }
         if (v == HC_FAIL) {
             fail_step(t, st->kind == API_CMD_EXPECT_NOT || st->kind == API_CMD_EXPECT_NOT_REGEX
-                             ? (len > 0 ? "found in" : "no answer:")
+                             ? (t->in_len > 0 ? "found in" : "no answer:")
                              : "got");
             return;
         }
-        evbuffer_drain(in, len); /* the next expect looks at what comes after */
+        t->in_len = 0; /* the next expect looks at what comes after */
         t->step++;
-        t->step_started_ms = now_ms();
+        t->step_started_ms = gw_now_ms();
         final = false;
     }
     finish(t, true, "ok");
@@ -239,77 +282,86 @@ static void run_steps(struct hc_target *t, bool final)
 
 static void probe_connect(struct hc_target *t);
 
-static void on_read(struct bufferevent *bev, void *arg)
+/* Reads what arrived (up to what an expect may look at) and judges it. */
+static void read_answer(struct hc_target *t)
 {
-    (void)bev;
-    run_steps(arg, false);
+    bool got = false;
+    for (int i = 0; i < 64; i++) {
+        if (t->in_cap - t->in_len < 4096) {
+            size_t cap = t->in_cap ? t->in_cap * 2 : 4096;
+            if (cap > MAX_EXPECT_BYTES + 4096)
+                cap = MAX_EXPECT_BYTES + 4096;
+            uint8_t *in = cap > t->in_cap ? realloc(t->in, cap) : NULL;
+            if (in == NULL)
+                break; /* full: the expect judges what it has */
+            t->in = in;
+            t->in_cap = cap;
+        }
+        ssize_t n = cert_io_read(&t->io, t->in + t->in_len, t->in_cap - t->in_len);
+        if (n == CERT_IO_AGAIN)
+            break;
+        if (n == 0) {
+            run_steps(t, true); /* what arrived is all there will be */
+            return;
+        }
+        if (n < 0) {
+            if (t->step >= t->script.nsteps) {
+                finish(t, true, "ok");
+                return;
+            }
+            step_error(t, strerror(t->io.err != 0 ? t->io.err : ECONNRESET));
+            return;
+        }
+        t->in_len += (size_t)n;
+        got = true;
+    }
+    if (got)
+        run_steps(t, false);
 }
 
 /* Why the connect failed; *tls tells a TLS refusal (the host answered) from
  * a failure below it (try the name's next address). */
 static const char *connect_error(struct hc_target *t, char *buf, size_t len, bool *tls)
 {
-    SSL *ssl = bufferevent_openssl_get_ssl(t->bev);
-    *tls = ssl != NULL && cert_tls_failure(ssl, bufferevent_get_openssl_error(t->bev), buf, len);
+    *tls = t->dial.tls_failed && cert_tls_failure(t->io.ssl, t->io.ssl_err, buf, len);
     if (*tls)
         return buf;
-    int err = EVUTIL_SOCKET_ERROR();
-    snprintf(buf, len, "connect: %s", err ? evutil_socket_error_to_string(err) : "closed");
+    snprintf(buf, len, "connect: %s", t->io.err ? strerror(t->io.err) : "closed");
     return buf;
 }
 
 /* The PROXY header a check sends first: v2 LOCAL, or v1 with the check
  * connection's own addresses. */
-static void write_proxy_header(struct hc_target *t)
+static size_t proxy_header(void *arg, int fd, uint8_t *buf, size_t cap)
 {
-    if (t->proxy == HC_PROXY_NONE)
-        return;
-    uint8_t hdr[GW_PP1_MAX + 1];
-    int n;
+    struct hc_target *t = arg;
+    int n = 0;
     if (t->proxy == HC_PROXY_V1) {
         struct sockaddr_storage self, peer;
         socklen_t sl = sizeof(self), pl = sizeof(peer);
-        evutil_socket_t fd = bufferevent_getfd(t->bev);
         getsockname(fd, (struct sockaddr *)&self, &sl);
         getpeername(fd, (struct sockaddr *)&peer, &pl);
-        n = gw_pp1_build((struct sockaddr *)&self, (struct sockaddr *)&peer, (char *)hdr,
-                         sizeof(hdr));
-    } else {
-        n = gw_pp2_build(NULL, NULL, NULL, hdr, sizeof(hdr));
+        n = gw_pp1_build((struct sockaddr *)&self, (struct sockaddr *)&peer, (char *)buf, cap);
+    } else if (t->proxy == HC_PROXY_V2_LOCAL) {
+        n = gw_pp2_build(NULL, NULL, NULL, buf, cap);
     }
-    if (n > 0)
-        bufferevent_write(t->bev, hdr, (size_t)n);
+    return n > 0 ? (size_t)n : 0;
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+static void on_io(evutil_socket_t fd, short what, void *arg)
 {
-    (void)bev;
+    (void)fd;
     struct hc_target *t = arg;
     if (!t->connected) {
-        if ((what & BEV_EVENT_CONNECTED) && t->pending_ssl != NULL) {
-            /* TCP is up: the PROXY header in clear, then TLS over it. */
-            write_proxy_header(t);
-            SSL *ssl = t->pending_ssl;
-            t->pending_ssl = NULL;
-            /* On failure the constructor has freed ssl (BEV_OPT_CLOSE_ON_FREE). */
-            struct bufferevent *tls = bufferevent_openssl_filter_new(
-                t->e->base, t->bev, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-            if (tls == NULL) {
-                finish(t, false, "tls: cannot start");
-                return;
-            }
-            t->bev = tls;
-            bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
-            bufferevent_setcb(tls, on_read, NULL, on_event, t);
-            bufferevent_enable(tls, EV_READ | EV_WRITE);
+        int rc = cert_dial_step(&t->dial, &t->io, what, proxy_header, t);
+        if (rc == CERT_IO_AGAIN)
             return;
-        }
-        if (what & BEV_EVENT_CONNECTED) {
+        if (rc == CERT_DIAL_DONE) {
             t->connected = true;
-            if (bufferevent_openssl_get_ssl(t->bev) == NULL)
-                write_proxy_header(t);
-            t->step_started_ms = now_ms();
+            t->step_started_ms = gw_now_ms();
             run_steps(t, false);
+            if (probing(t))
+                read_answer(t); /* the host may have answered with the handshake */
             return;
         }
         char why[256];
@@ -324,22 +376,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         finish(t, false, "%s", why);
         return;
     }
-    if (what & BEV_EVENT_ERROR) {
-        if (t->step >= t->script.nsteps) {
-            finish(t, true, "ok");
-            return;
-        }
-        char why[256];
-        snprintf(why, sizeof(why),
-                 "connection error (%s):", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        if (t->script.steps[t->step].kind == API_CMD_SEND)
-            finish(t, false, "step %zu send: %s", t->step + 1, why);
-        else
-            fail_step(t, why);
+    if ((what & EV_WRITE) && !flush_out(t)) {
+        step_error(t, strerror(t->io.err != 0 ? t->io.err : EPIPE));
         return;
     }
-    if (what & BEV_EVENT_EOF)
-        run_steps(t, true); /* what arrived is all there will be */
+    read_answer(t);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -349,7 +390,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     struct hc_target *t = arg;
     if (!t->connected) {
         finish(t, false, "connect: timed out after %.1fs",
-               (double)(now_ms() - t->started_ms) / 1000);
+               (double)(gw_now_ms() - t->started_ms) / 1000);
         return;
     }
     run_steps(t, true);
@@ -357,44 +398,30 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 static void probe_connect(struct hc_target *t)
 {
-    struct event_base *base = t->e->base;
+    SSL *ssl = NULL;
     if (t->tls != NULL) {
-        SSL *ssl = SSL_new(t->tls);
+        ssl = SSL_new(t->tls);
         if (ssl == NULL || cert_ssl_client_setup(ssl, t->tls_host, t->tls_verify, NULL) != 0) {
             SSL_free(ssl);
             finish(t, false, "tls: cannot set up the connection");
             return;
         }
-        if (t->proxy != HC_PROXY_NONE) {
-            /* The header must come before TLS: connect plainly first. */
-            t->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-            if (t->bev == NULL)
-                SSL_free(ssl);
-            else
-                t->pending_ssl = ssl;
-        } else {
-            /* On failure the constructor frees ssl (BEV_OPT_CLOSE_ON_FREE). */
-            t->bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-                                                    BEV_OPT_CLOSE_ON_FREE);
-            if (t->bev != NULL)
-                bufferevent_openssl_set_allow_dirty_shutdown(t->bev, 1);
-        }
-    } else {
-        t->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    }
-    if (t->bev == NULL) {
-        finish(t, false, "out of memory");
-        return;
     }
     t->connected = false;
     t->step = 0;
-    bufferevent_setcb(t->bev, on_read, NULL, on_event, t);
-    bufferevent_enable(t->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(t->bev, (struct sockaddr *)&t->addrs[t->addr],
-                                   (int)t->addrlens[t->addr]) != 0) {
+    /* The PROXY header goes first, in clear; then TLS, then the script. */
+    if (cert_dial_start(&t->dial, &t->io, (struct sockaddr *)&t->addrs[t->addr],
+                        t->addrlens[t->addr], ssl) != 0) {
         finish(t, false, "connect: %s", strerror(errno));
         return;
     }
+    if (event_assign(&t->ev, t->e->base, t->io.fd,
+                     EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_io, t) != 0 ||
+        event_add(&t->ev, NULL) != 0) {
+        finish(t, false, "out of memory");
+        return;
+    }
+    t->ev_added = true;
     /* The connect and the TLS handshake share one step's time. */
     arm(t, t->timeout_ms);
 }
@@ -408,13 +435,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct timeval every = {.tv_sec = t->interval_ms / 1000,
                             .tv_usec = (t->interval_ms % 1000) * 1000};
     evtimer_add(t->tick, &every);
-    if (t->bev != NULL) {
+    if (probing(t)) {
         gw_debug("health: api_id=%s target %s: previous check still running; round skipped",
                  t->api_id, t->name);
         return;
     }
     t->expedite_started = __atomic_load_n(&t->expedited, __ATOMIC_RELAXED) != 0;
-    t->started_ms = now_ms();
+    t->started_ms = gw_now_ms();
     t->addr = 0;
     probe_connect(t);
 }
@@ -502,8 +529,7 @@ static void target_free(struct hc_target *t)
 {
     if (t == NULL)
         return;
-    if (t->bev != NULL)
-        bufferevent_free(t->bev);
+    probe_stop(t);
     if (t->deadline != NULL)
         event_free(t->deadline);
     if (t->tick != NULL)
@@ -568,6 +594,7 @@ struct hc_target *hc_engine_add(struct hc_engine *e, const struct hc_target_spec
     t->e = e;
     t->refs = 1;
     t->script = script;
+    cert_io_init(&t->io, -1);
     t->api_id = strdup(spec->api_id);
     t->name = strdup(spec->name);
     t->tls_host = strdup(spec->tls_host != NULL ? spec->tls_host : "");
