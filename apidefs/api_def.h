@@ -184,25 +184,6 @@ struct api_def {
     struct api_ext ext;
 };
 
-/* How large an expect_regex pattern may be, because glibc's regcomp is what a
- * pattern exhausts. It builds a copy of an expression per repetition, with
- * closure tables that grow with the square of the copies: "a{1,32767}", ten
- * bytes, takes gigabytes. Nested parts that can match nothing take time
- * exponential in their number: "((a?)*|(b?)?){1,14}" takes seconds, two more
- * copies minutes, and so does "a" followed by twenty '?' and a few '+'. And
- * its parser recurses once per nested group. So a pattern is accepted when,
- * with every repetition written out, it has at most API_REGEX_MAX_SIZE
- * elements (a few megabytes to compile at worst) and at most
- * API_REGEX_MAX_GROUPS parenthesised groups, and when no repetition operator
- * follows another (which POSIX leaves undefined). */
-#define API_REGEX_MAX_SIZE 1000
-#define API_REGEX_MAX_GROUPS 16
-
-/* Checks a NUL-terminated pattern against those limits before it is given to
- * regcomp, which reports everything else. Returns 0, or -1 with a reason. */
-int api_regex_check(const char *pattern, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-
 /* The targets the balancer picks from: target_list with load balancing on,
  * otherwise the single target_url. With tcpgate.sentinel, the targets the
  * definition lists (target_list, else target_url), which the sentinels'

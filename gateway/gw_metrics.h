@@ -6,7 +6,7 @@
 
 #include <event2/buffer.h>
 
-#include "gw_admin.h"
+#include "gw_view.h"
 
 /* Control thread: reads the view's snapshot, the counters and check states. */
 void gw_metrics_render(struct evbuffer *out, const struct gw_view *v);

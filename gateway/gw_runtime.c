@@ -21,7 +21,9 @@
 
 #include "gw_admin.h"
 #include "gw_limits.h"
+#include "gw_listen.h"
 #include "gw_log.h"
+#include "gw_process.h"
 #include "gw_session.h"
 #include "gw_watch.h"
 #include "gw_snapshot.h"
@@ -38,7 +40,7 @@ struct retired {
 
 struct gw_runtime {
     const struct gw_config *cfg;
-    struct gw_build_env tls;
+    struct gw_build_env env;     /* what a snapshot is built from */
     struct gw_view view;         /* what the admin API shows */
     struct api_diags load_diags; /* the last load's problems */
     struct retired *retired;
@@ -98,12 +100,12 @@ static struct cert_store *load_store(const struct gw_config *cfg, struct api_dia
 size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diags)
 {
     struct api_diags diags = {0};
-    struct gw_build_env tls = {.cfg = cfg};
-    tls.store = load_store(cfg, &diags);
-    tls.keys = cert_ticket_keys_new();
-    if (tls.keys == NULL)
+    struct gw_build_env env = {.cfg = cfg};
+    env.store = load_store(cfg, &diags);
+    env.keys = cert_ticket_keys_new();
+    if (env.keys == NULL)
         abort();
-    struct gw_snapshot *snap = gw_snapshot_load(&tls, 1, &diags);
+    struct gw_snapshot *snap = gw_snapshot_load(&env, 1, &diags);
     print_diags(config_diags, stderr);
     print_diags(&diags, stderr);
     size_t errors = api_diags_errors(config_diags) + api_diags_errors(&diags);
@@ -112,104 +114,13 @@ size_t gw_check(const struct gw_config *cfg, const struct api_diags *config_diag
                snap->set.count, snap->napis, snap->nports, errors);
     }
     gw_snapshot_unref(snap);
-    cert_store_free(tls.store);
-    cert_ticket_keys_free(tls.keys);
+    cert_store_free(env.store);
+    cert_ticket_keys_free(env.keys);
     api_diags_free(&diags);
     return errors;
 }
 
 /* ---- listening sockets ------------------------------------------------------ */
-
-static int open_listener(const char *addr, int port, bool shared, char *err, size_t errlen)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    memset(&ss, 0, sizeof(ss));
-    bool any = addr == NULL || addr[0] == '\0';
-    if (any) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        in6->sin6_family = AF_INET6;
-        in6->sin6_addr = in6addr_any;
-        in6->sin6_port = htons((uint16_t)port);
-        len = sizeof(*in6);
-    } else {
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
-        struct addrinfo *res = NULL;
-        char portstr[8];
-        snprintf(portstr, sizeof(portstr), "%d", port);
-        int rc = getaddrinfo(addr, portstr, &hints, &res);
-        if (rc != 0) {
-            snprintf(err, errlen, "listen_address \"%s\": %s", addr, gai_strerror(rc));
-            return -1;
-        }
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
-        len = res->ai_addrlen;
-        freeaddrinfo(res);
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 && any && errno == EAFNOSUPPORT) {
-        /* No IPv6 on this host: every IPv4 address instead. */
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        memset(&ss, 0, sizeof(ss));
-        in->sin_family = AF_INET;
-        in->sin_addr.s_addr = htonl(INADDR_ANY);
-        in->sin_port = htons((uint16_t)port);
-        len = sizeof(*in);
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    }
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-        snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
-        goto fail;
-    }
-    if (ss.ss_family == AF_INET6 && any)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
-        snprintf(err, errlen, "bind: %s", strerror(errno));
-        goto fail;
-    }
-    if (shared && listen(fd, SOMAXCONN) != 0) {
-        snprintf(err, errlen, "listen: %s", strerror(errno));
-        goto fail;
-    }
-    return fd;
-fail:
-    close(fd);
-    return -1;
-}
-
-/* Whether someone else listens on the port already: SO_REUSEPORT would
- * otherwise let a second gateway quietly take half of its connections. */
-static int port_taken(const char *addr, int port, char *err, size_t errlen)
-{
-    int fd = open_listener(addr, port, false, err, errlen);
-    if (fd < 0)
-        return -1;
-    close(fd);
-    return 0;
-}
-
-/* Opens one socket per worker for the port, all or none. */
-static int open_port(struct gw_runtime *rt, int port, int *fds, char *err, size_t errlen)
-{
-    if (port_taken(rt->cfg->listen_address, port, err, errlen) != 0)
-        return -1;
-    for (int i = 0; i < rt->nworkers; i++) {
-        fds[i] = open_listener(rt->cfg->listen_address, port, true, err, errlen);
-        if (fds[i] < 0) {
-            for (int j = 0; j < i; j++)
-                close(fds[j]);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 static void log_listening(struct gw_runtime *rt, const struct gw_port *port)
 {
@@ -229,7 +140,8 @@ static int listen_port(struct gw_runtime *rt, struct gw_port *port)
 {
     int fds[rt->nworkers];
     char err[256];
-    if (open_port(rt, port->port, fds, err, sizeof(err)) != 0) {
+    if (gw_listen_open(rt->cfg->listen_address, port->port, rt->nworkers, fds, err, sizeof(err)) !=
+        0) {
         gw_error("port %d: cannot listen: %s; its definitions are not served", port->port, err);
         return -1;
     }
@@ -246,72 +158,6 @@ static int listen_port(struct gw_runtime *rt, struct gw_port *port)
     }
     log_listening(rt, port);
     return 0;
-}
-
-/* ---- privileges ------------------------------------------------------------------ */
-
-/* After the ports are bound: the user and group of tcpgate.user/.group, with
- * no supplementary groups, for good. */
-static int drop_privileges(const struct gw_config *cfg)
-{
-    if (cfg->user[0] == '\0' && cfg->group[0] == '\0')
-        return 0;
-    if (geteuid() != 0) {
-        gw_error("tcpgate.user/tcpgate.group: tcpgate must start as root to change user");
-        return -1;
-    }
-    uid_t uid = 0;
-    gid_t gid = 0;
-    if (cfg->user[0] != '\0') {
-        struct passwd *pw = getpwnam(cfg->user);
-        if (pw == NULL) {
-            gw_error("tcpgate.user: no user \"%s\"", cfg->user);
-            return -1;
-        }
-        uid = pw->pw_uid;
-        gid = pw->pw_gid;
-    }
-    if (cfg->group[0] != '\0') {
-        struct group *gr = getgrnam(cfg->group);
-        if (gr == NULL) {
-            gw_error("tcpgate.group: no group \"%s\"", cfg->group);
-            return -1;
-        }
-        gid = gr->gr_gid;
-    }
-    if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || (cfg->user[0] != '\0' && setuid(uid) != 0)) {
-        gw_error("cannot change to user \"%s\" group %u: %s", cfg->user, (unsigned)gid,
-                 strerror(errno));
-        return -1;
-    }
-    if (cfg->user[0] != '\0' && uid != 0 && setuid(0) == 0) {
-        gw_error("changed user, but root could be taken back; refusing to run");
-        return -1;
-    }
-    gw_info("running as uid %u gid %u", (unsigned)getuid(), (unsigned)getgid());
-    return 0;
-}
-
-/* ---- systemd --------------------------------------------------------------------- */
-
-/* sd_notify's protocol, which is one datagram to $NOTIFY_SOCKET: ready,
- * reloading, stopping. Silent when not started by systemd. */
-static void notify(const char *state)
-{
-    const char *path = getenv("NOTIFY_SOCKET");
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(sun.sun_path))
-        return;
-    memcpy(sun.sun_path, path, strlen(path));
-    if (sun.sun_path[0] == '@')
-        sun.sun_path[0] = '\0'; /* an abstract socket */
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
-        gw_debug("sd_notify: %s", strerror(errno));
-    close(fd);
 }
 
 /* ---- reload ------------------------------------------------------------------------ */
@@ -399,9 +245,9 @@ static int reload_set(struct gw_runtime *rt, const char *trigger);
 
 static int reload(struct gw_runtime *rt, const char *trigger)
 {
-    notify("RELOADING=1");
+    gw_process_notify("RELOADING=1");
     int rc = reload_set(rt, trigger);
-    notify("READY=1");
+    gw_process_notify("READY=1");
     return rc;
 }
 
@@ -410,58 +256,43 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
     int nw = rt->nworkers;
     char err[320];
     struct api_diags diags = {0};
-    struct gw_build_env env = rt->tls;
+    struct gw_build_env env = rt->env;
     /* Certificates are read again, so that changed files take effect. */
     env.store = load_store(rt->cfg, &diags);
+    size_t nnew = 0;
+    int *ports = NULL, *fds = NULL;
     struct gw_snapshot *snap = gw_snapshot_load(&env, nw, &diags);
     if (snap == NULL) {
         snprintf(err, sizeof(err), "cannot load definitions from %s", rt->cfg->app_path);
-        log_diags(&diags);
-        api_diags_free(&diags);
-        hc_engine_commit(rt->hc, false);
-        cert_store_free(env.store);
-        reload_failed(rt, trigger, err);
-        return -1;
+        goto fail;
     }
-    size_t nnew = 0;
-    int *ports = calloc(snap->nports ? snap->nports : 1, sizeof(*ports));
-    int *fds = calloc((snap->nports ? snap->nports : 1) * (size_t)nw, sizeof(*fds));
+    ports = calloc(snap->nports ? snap->nports : 1, sizeof(*ports));
+    fds = calloc((snap->nports ? snap->nports : 1) * (size_t)nw, sizeof(*fds));
     if (ports == NULL || fds == NULL)
         abort();
-    int rc = 0;
-    for (size_t i = 0; i < snap->nports && rc == 0; i++) {
+    for (size_t i = 0; i < snap->nports; i++) {
         int port = snap->ports[i].port;
         if (is_listening(rt, port))
             continue; /* still served: its sockets stay open */
         char why[256];
-        if (open_port(rt, port, &fds[nnew * (size_t)nw], why, sizeof(why)) != 0) {
+        if (gw_listen_open(rt->cfg->listen_address, port, nw, &fds[nnew * (size_t)nw], why,
+                           sizeof(why)) != 0) {
             snprintf(err, sizeof(err), "port %d: cannot listen: %s", port, why);
-            rc = -1;
-            break;
+            goto fail;
         }
         ports[nnew++] = port;
     }
-    if (rc != 0) {
-        for (size_t i = 0; i < nnew * (size_t)nw; i++)
-            close(fds[i]);
-        free(ports);
-        free(fds);
-        gw_snapshot_unref(snap);
-        hc_engine_commit(rt->hc, false);
-        cert_store_free(env.store);
-        log_diags(&diags);
-        api_diags_free(&diags); /* /tyk/apis keeps showing the running set's */
-        reload_failed(rt, trigger, err);
-        return -1;
-    }
     /* Swap. Worker w takes column w of the new sockets. */
-    int col[nnew ? nnew : 1];
+    int *col = calloc(nnew ? nnew : 1, sizeof(*col));
+    if (col == NULL)
+        abort();
     for (int w = 0; w < nw; w++) {
         for (size_t i = 0; i < nnew; i++)
             col[i] = fds[i * (size_t)nw + (size_t)w];
         if (gw_worker_update(rt->workers[w], snap, ports, col, nnew) != 0)
             abort(); /* out of memory: a half-applied reload is worse than an exit */
     }
+    free(col);
     for (size_t i = 0; i < rt->nlistening; i++)
         if (gw_snapshot_port(snap, rt->listening[i]) == NULL)
             gw_info("reload: port %d is no longer served; its connections drain", rt->listening[i]);
@@ -474,11 +305,11 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
     if (r == NULL)
         abort();
     r->snap = rt->snap;
-    r->store = rt->tls.store;
+    r->store = rt->env.store;
     r->next = rt->retired;
     rt->retired = r;
     rt->snap = rt->view.snap = snap;
-    rt->tls.store = env.store;
+    rt->env.store = env.store;
     hc_engine_commit(rt->hc, true);
     log_diags(&diags);
     size_t errors = api_diags_errors(&diags);
@@ -494,6 +325,19 @@ static int reload_set(struct gw_runtime *rt, const char *trigger)
     struct timeval soon = {1, 0};
     evtimer_add(rt->sweep, &soon);
     return 0;
+
+fail:
+    for (size_t i = 0; i < nnew * (size_t)nw; i++)
+        close(fds[i]);
+    free(ports);
+    free(fds);
+    gw_snapshot_unref(snap);
+    hc_engine_commit(rt->hc, false);
+    cert_store_free(env.store);
+    log_diags(&diags);
+    api_diags_free(&diags); /* /tyk/apis keeps showing the running set's */
+    reload_failed(rt, trigger, err);
+    return -1;
 }
 
 /* Requests that arrive close together make one reload: it runs once they
@@ -559,7 +403,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     struct gw_runtime *rt = arg;
     rt->stop_signals++;
     if (rt->stop_signals == 1) {
-        notify("STOPPING=1");
+        gw_process_notify("STOPPING=1");
         gw_info("received %s: no longer accepting; draining %lld connections for up to %lld ms",
                 sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)live_connections(rt),
                 (long long)rt->cfg->drain_timeout_ms);
@@ -594,9 +438,9 @@ static void on_health_change(void *arg, struct hc_target *t, bool up)
         /* A Sentinel watcher: nodes it added join the definitions, the
          * running set's and those of sessions still on older ones. */
         if (rt->snap != NULL)
-            gw_snapshot_sync(rt->snap, &rt->tls);
+            gw_snapshot_sync(rt->snap, &rt->env);
         for (struct retired *r = rt->retired; r != NULL; r = r->next)
-            gw_snapshot_sync(r->snap, &rt->tls);
+            gw_snapshot_sync(r->snap, &rt->env);
         if (hc_engine_take_reload_request(rt->hc))
             request_reload(rt, "sentinel node table full");
     }
@@ -656,7 +500,7 @@ static void on_rotate(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct gw_runtime *rt = arg;
-    cert_ticket_keys_rotate(rt->tls.keys);
+    cert_ticket_keys_rotate(rt->env.keys);
     gw_debug("session ticket keys rotated");
 }
 
@@ -696,12 +540,140 @@ static void runtime_free(struct gw_runtime *rt)
     hc_engine_free(rt->hc);
     if (rt->control != NULL)
         event_base_free(rt->control);
-    cert_store_free(rt->tls.store);
-    cert_ticket_keys_free(rt->tls.keys);
+    cert_store_free(rt->env.store);
+    cert_ticket_keys_free(rt->env.keys);
     api_diags_free(&rt->load_diags);
-    gw_registry_free(rt->tls.registry);
-    gw_sources_free(rt->tls.sources);
+    gw_registry_free(rt->env.registry);
+    gw_sources_free(rt->env.sources);
     free(rt->listening);
+}
+
+/* The engine, the build environment and the first snapshot, and what the
+ * admin API shows of them. */
+static int runtime_load(struct gw_runtime *rt)
+{
+    const struct gw_config *cfg = rt->cfg;
+    rt->hc = hc_engine_new(rt->control);
+    if (rt->hc == NULL)
+        return -1;
+    hc_engine_on_change(rt->hc, on_health_change, rt);
+    struct api_diags diags = {0};
+    rt->env.cfg = cfg;
+    rt->env.hc = rt->hc;
+    rt->env.registry = gw_registry_new(rt->nworkers);
+    rt->env.sources = gw_sources_new();
+    if (rt->env.registry == NULL || rt->env.sources == NULL)
+        return -1;
+    rt->env.store = load_store(cfg, &diags);
+    rt->env.keys = cert_ticket_keys_new();
+    if (rt->env.keys == NULL)
+        abort();
+    rt->snap = gw_snapshot_load(&rt->env, rt->nworkers, &diags);
+    log_diags(&diags);
+    keep_diags(rt, &diags);
+    if (rt->snap == NULL) {
+        gw_error("cannot load definitions from %s", cfg->app_path);
+        return -1;
+    }
+    for (size_t i = 0; i < rt->snap->set.count; i++) {
+        const struct api_def *d = rt->snap->set.defs[i];
+        if (!d->active)
+            gw_info("%s: api_id=%s is inactive (\"active\": false): not served", d->file,
+                    d->api_id);
+    }
+    rt->view.snap = rt->snap;
+    rt->view.nworkers = rt->nworkers;
+    rt->view.load_diags = &rt->load_diags;
+    rt->view.started_unix = time(NULL);
+    if (cfg->access_log[0] != '\0') {
+        char err[300];
+        rt->view.access_log = gw_access_log_open(cfg->access_log, err, sizeof(err));
+        if (rt->view.access_log == NULL) {
+            gw_error("%s", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The control thread's events: signals, reloads, the admin API, the folder
+ * watch, the workers' exits and the ticket key rotation. */
+static int runtime_control(struct gw_runtime *rt)
+{
+    const struct gw_config *cfg = rt->cfg;
+    struct event_base *base = rt->control;
+    rt->sweep = evtimer_new(base, on_sweep, rt);
+    rt->reload_ev = evtimer_new(base, on_reload_timer, rt);
+    rt->sigusr1 = evsignal_new(base, SIGUSR1, on_usr1, rt);
+    rt->sigterm = evsignal_new(base, SIGTERM, on_stop_signal, rt);
+    rt->sigint = evsignal_new(base, SIGINT, on_stop_signal, rt);
+    rt->sighup = evsignal_new(base, SIGHUP, on_hup, rt);
+    rt->rotate = event_new(base, -1, EV_PERSIST, on_rotate, rt);
+    rt->exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (rt->exit_fd >= 0)
+        rt->exit_ev = event_new(base, rt->exit_fd, EV_READ | EV_PERSIST, on_exit_event, rt);
+    struct timeval every = {.tv_sec = cfg->ticket_key_rotation_ms / 1000,
+                            .tv_usec = (cfg->ticket_key_rotation_ms % 1000) * 1000};
+    if (rt->sweep == NULL || rt->reload_ev == NULL || rt->sigusr1 == NULL || rt->sigterm == NULL ||
+        rt->sigint == NULL || rt->sighup == NULL || rt->rotate == NULL || rt->exit_ev == NULL ||
+        evsignal_add(rt->sigusr1, NULL) != 0 || evsignal_add(rt->sigterm, NULL) != 0 ||
+        evsignal_add(rt->sigint, NULL) != 0 || evsignal_add(rt->sighup, NULL) != 0 ||
+        event_add(rt->rotate, &every) != 0 || event_add(rt->exit_ev, NULL) != 0)
+        return -1;
+    char err[300];
+    if (cfg->control_api_port > 0) {
+        rt->admin = gw_admin_new(base, cfg, &rt->view, admin_reload, rt, err, sizeof(err));
+        if (rt->admin == NULL) {
+            gw_error("%s", err);
+            return -1;
+        }
+        gw_info("admin API on %s:%d", cfg->control_api_hostname, cfg->control_api_port);
+    }
+    rt->watch = gw_watch_new(base, cfg->app_path, on_folder_change, rt, err, sizeof(err));
+    if (rt->watch == NULL)
+        gw_warn("%s: changes are not picked up by themselves; send SIGHUP to reload", err);
+    return 0;
+}
+
+/* The workers, the ports they listen on, and then, with the ports bound,
+ * the user tcpgate runs as; then the workers start. */
+static int runtime_workers(struct gw_runtime *rt)
+{
+    const struct gw_config *cfg = rt->cfg;
+    struct gw_worker_opts wopts = {.max_pipes = cfg->max_pipes,
+                                   .drain_ms = cfg->drain_timeout_ms,
+                                   .access_log = rt->view.access_log};
+    rt->workers = calloc((size_t)rt->nworkers, sizeof(*rt->workers));
+    rt->listening = calloc(rt->snap->nports + 1, sizeof(*rt->listening));
+    if (rt->workers == NULL || rt->listening == NULL)
+        return -1;
+    for (int i = 0; i < rt->nworkers; i++) {
+        rt->workers[i] = gw_worker_new(i, rt->snap, &wopts, on_worker_exit, rt);
+        if (rt->workers[i] == NULL) {
+            gw_error("cannot create worker %d", i);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < rt->snap->nports; i++)
+        if (listen_port(rt, &rt->snap->ports[i]) == 0)
+            rt->listening[rt->nlistening++] = rt->snap->ports[i].port;
+    if (rt->snap->nports > 0 && rt->nlistening == 0) {
+        gw_error("no port could be opened; exiting");
+        return -1;
+    }
+    if (rt->snap->nports == 0)
+        gw_warn("no definition to serve in %s", cfg->app_path);
+    if (gw_process_drop_privileges(cfg) != 0)
+        return -1;
+    for (int i = 0; i < rt->nworkers; i++) {
+        if (gw_worker_start(rt->workers[i]) != 0) {
+            gw_error("cannot start worker %d: %s", i, strerror(errno));
+            for (int j = 0; j < i; j++)
+                gw_worker_stop(rt->workers[j], 0);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int gw_run(const struct gw_config *cfg)
@@ -709,136 +681,15 @@ int gw_run(const struct gw_config *cfg)
     struct gw_runtime rt = {.cfg = cfg, .exit_fd = -1};
     int rc = 1;
     rt.nworkers = cfg->workers > 0 ? cfg->workers : gw_default_workers();
-
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigaction(SIGPIPE, &ign, NULL);
-
     rt.control = event_base_new();
-    if (rt.control == NULL)
+    if (rt.control == NULL || runtime_load(&rt) != 0 || runtime_control(&rt) != 0 ||
+        runtime_workers(&rt) != 0)
         goto out;
-    rt.hc = hc_engine_new(rt.control);
-    if (rt.hc == NULL)
-        goto out;
-    hc_engine_on_change(rt.hc, on_health_change, &rt);
-    struct api_diags diags = {0};
-    rt.tls.cfg = cfg;
-    rt.tls.hc = rt.hc;
-    rt.tls.registry = gw_registry_new(rt.nworkers);
-    rt.tls.sources = gw_sources_new();
-    if (rt.tls.registry == NULL || rt.tls.sources == NULL)
-        goto out;
-    rt.tls.store = load_store(cfg, &diags);
-    rt.tls.keys = cert_ticket_keys_new();
-    if (rt.tls.keys == NULL)
-        abort();
-    rt.snap = gw_snapshot_load(&rt.tls, rt.nworkers, &diags);
-    log_diags(&diags);
-    keep_diags(&rt, &diags);
-    if (rt.snap == NULL) {
-        gw_error("cannot load definitions from %s", cfg->app_path);
-        goto out;
-    }
-    for (size_t i = 0; i < rt.snap->set.count; i++) {
-        const struct api_def *d = rt.snap->set.defs[i];
-        if (!d->active)
-            gw_info("%s: api_id=%s is inactive (\"active\": false): not served", d->file,
-                    d->api_id);
-    }
-
-    rt.view.snap = rt.snap;
-    rt.view.nworkers = rt.nworkers;
-    rt.view.load_diags = &rt.load_diags;
-    rt.view.started_unix = time(NULL);
-    if (cfg->access_log[0] != '\0') {
-        char err[300];
-        rt.view.access_log = gw_access_log_open(cfg->access_log, err, sizeof(err));
-        if (rt.view.access_log == NULL) {
-            gw_error("%s", err);
-            goto out;
-        }
-    }
-    rt.sweep = evtimer_new(rt.control, on_sweep, &rt);
-    rt.reload_ev = evtimer_new(rt.control, on_reload_timer, &rt);
-    rt.sigusr1 = evsignal_new(rt.control, SIGUSR1, on_usr1, &rt);
-    if (rt.sweep == NULL || rt.reload_ev == NULL || rt.sigusr1 == NULL ||
-        evsignal_add(rt.sigusr1, NULL) != 0)
-        goto out;
-    if (cfg->control_api_port > 0) {
-        char err[300];
-        rt.admin = gw_admin_new(rt.control, cfg, &rt.view, admin_reload, &rt, err, sizeof(err));
-        if (rt.admin == NULL) {
-            gw_error("%s", err);
-            goto out;
-        }
-        gw_info("admin API on %s:%d", cfg->control_api_hostname, cfg->control_api_port);
-    }
-    {
-        char err[300];
-        rt.watch = gw_watch_new(rt.control, cfg->app_path, on_folder_change, &rt, err, sizeof(err));
-        if (rt.watch == NULL)
-            gw_warn("%s: changes are not picked up by themselves; send SIGHUP to reload", err);
-    }
-
-    rt.exit_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (rt.exit_fd < 0)
-        goto out;
-    rt.exit_ev = event_new(rt.control, rt.exit_fd, EV_READ | EV_PERSIST, on_exit_event, &rt);
-    rt.sigterm = evsignal_new(rt.control, SIGTERM, on_stop_signal, &rt);
-    rt.sigint = evsignal_new(rt.control, SIGINT, on_stop_signal, &rt);
-    rt.sighup = evsignal_new(rt.control, SIGHUP, on_hup, &rt);
-    if (rt.sighup == NULL || evsignal_add(rt.sighup, NULL) != 0)
-        goto out;
-    rt.rotate = event_new(rt.control, -1, EV_PERSIST, on_rotate, &rt);
-    struct timeval every = {.tv_sec = cfg->ticket_key_rotation_ms / 1000,
-                            .tv_usec = (cfg->ticket_key_rotation_ms % 1000) * 1000};
-    if (rt.rotate == NULL || event_add(rt.rotate, &every) != 0)
-        goto out;
-    if (rt.exit_ev == NULL || rt.sigterm == NULL || rt.sigint == NULL ||
-        event_add(rt.exit_ev, NULL) != 0 || evsignal_add(rt.sigterm, NULL) != 0 ||
-        evsignal_add(rt.sigint, NULL) != 0)
-        goto out;
-
-    struct gw_worker_opts wopts = {.max_pipes = cfg->max_pipes,
-                                   .drain_ms = cfg->drain_timeout_ms,
-                                   .access_log = rt.view.access_log};
-    rt.workers = calloc((size_t)rt.nworkers, sizeof(*rt.workers));
-    if (rt.workers == NULL)
-        goto out;
-    for (int i = 0; i < rt.nworkers; i++) {
-        rt.workers[i] = gw_worker_new(i, rt.snap, &wopts, on_worker_exit, &rt);
-        if (rt.workers[i] == NULL) {
-            gw_error("cannot create worker %d", i);
-            goto out;
-        }
-    }
-    rt.listening = calloc(rt.snap->nports + 1, sizeof(*rt.listening));
-    if (rt.listening == NULL)
-        goto out;
-    for (size_t i = 0; i < rt.snap->nports; i++)
-        if (listen_port(&rt, &rt.snap->ports[i]) == 0)
-            rt.listening[rt.nlistening++] = rt.snap->ports[i].port;
-    size_t listening = rt.nlistening;
-    if (rt.snap->nports > 0 && listening == 0) {
-        gw_error("no port could be opened; exiting");
-        goto out;
-    }
-    if (rt.snap->nports == 0)
-        gw_warn("no definition to serve in %s", cfg->app_path);
-
-    if (drop_privileges(cfg) != 0)
-        goto out;
-    for (int i = 0; i < rt.nworkers; i++) {
-        if (gw_worker_start(rt.workers[i]) != 0) {
-            gw_error("cannot start worker %d: %s", i, strerror(errno));
-            for (int j = 0; j < i; j++)
-                gw_worker_stop(rt.workers[j], 0);
-            goto out;
-        }
-    }
     gw_info("tcpgate %s started: %d workers, %zu definitions on %zu ports", TCPGATE_VERSION,
-            rt.nworkers, rt.snap->napis, listening);
-    notify("READY=1");
-
+            rt.nworkers, rt.snap->napis, rt.nlistening);
+    gw_process_notify("READY=1");
     event_base_dispatch(rt.control);
     for (int i = 0; i < rt.nworkers; i++)
         gw_worker_join(rt.workers[i]);

@@ -64,9 +64,9 @@ static void unref_all(struct cert_entry **e, int n)
 }
 
 static int build_server_tls(struct gw_api *api, const struct api_def *def,
-                            const struct gw_build_env *tls, struct api_diags *diags)
+                            const struct gw_build_env *env, struct api_diags *diags)
 {
-    const struct gw_config *cfg = tls->cfg;
+    const struct gw_config *cfg = env->cfg;
     char *const *refs = def->certificates;
     size_t nrefs = def->ncertificates;
     const char *field = "certificates";
@@ -77,14 +77,14 @@ static int build_server_tls(struct gw_api *api, const struct api_def *def,
     }
     if (nrefs == 0) {
         api_diags_add(diags, API_SEV_ERROR, def->file, "certificates",
-                      "protocol \"tls\" needs a certificate, here or in the gateway's "
+                      "protocol \"env\" needs a certificate, here or in the gateway's "
                       "http_server_options.ssl_certificates");
         return -1;
     }
     struct cert_entry *certs[nrefs], *cas[def->nclient_certificates + 1];
     int nc = 0, na = 0;
     for (size_t i = 0; i < nrefs; i++) {
-        certs[i] = cert_resolve(tls->store, refs[i], true, def->file, field, diags);
+        certs[i] = cert_resolve(env->store, refs[i], true, def->file, field, diags);
         if (certs[i] == NULL)
             goto fail;
         nc++;
@@ -96,7 +96,7 @@ static int build_server_tls(struct gw_api *api, const struct api_def *def,
             goto fail;
         }
         for (size_t i = 0; i < def->nclient_certificates; i++) {
-            cas[i] = cert_resolve(tls->store, def->client_certificates[i], false, def->file,
+            cas[i] = cert_resolve(env->store, def->client_certificates[i], false, def->file,
                                   "client_certificates", diags);
             if (cas[i] == NULL)
                 goto fail;
@@ -124,7 +124,7 @@ static int build_server_tls(struct gw_api *api, const struct api_def *def,
         .ciphersuites = suites[0] ? suites : NULL,
         .max_cert_list = cfg->cert_chain_max,
     };
-    api->server_ctx = cert_server_ctx_new(certs, (size_t)nc, cas, (size_t)na, &opts, tls->keys,
+    api->server_ctx = cert_server_ctx_new(certs, (size_t)nc, cas, (size_t)na, &opts, env->keys,
                                           def->api_id, err, sizeof(err));
     if (api->server_ctx == NULL) {
         api_diags_add(diags, API_SEV_ERROR, def->file, field, "%s", err);
@@ -292,7 +292,7 @@ static int build_checks(struct gw_api *api, const struct api_def *def,
 }
 
 static int build_client_tls(struct gw_api *api, const struct api_def *def,
-                            const struct gw_build_env *tls, int nworkers, struct api_diags *diags)
+                            const struct gw_build_env *env, int nworkers, struct api_diags *diags)
 {
     const struct api_transport *tr = &def->proxy.transport;
     bool any = false;
@@ -338,7 +338,7 @@ static int build_client_tls(struct gw_api *api, const struct api_def *def,
             int k =
                 pattern_lookup(def->upstream_certificates, def->nupstream_certificates, &u->target);
             if (k >= 0) {
-                u->client_cert = cert_resolve(tls->store, def->upstream_certificates[k].value, true,
+                u->client_cert = cert_resolve(env->store, def->upstream_certificates[k].value, true,
                                               def->file, "upstream_certificates", diags);
                 if (u->client_cert == NULL)
                     return -1;
@@ -457,7 +457,7 @@ void gw_snapshot_sync(struct gw_snapshot *s, const struct gw_build_env *env)
 
 /* Fills an API entry; returns -1 (with diagnostics) when it cannot be served. */
 static int build_api(struct gw_api *api, const struct api_def *def, int nworkers,
-                     const struct gw_build_env *tls, struct gw_registry *reg,
+                     const struct gw_build_env *env, struct gw_registry *reg,
                      struct api_diags *diags)
 {
     const struct api_target *targets;
@@ -487,17 +487,17 @@ static int build_api(struct gw_api *api, const struct api_def *def, int nworkers
             return -1;
         }
     }
-    if (def->protocol == API_PROTO_TLS && build_server_tls(api, def, tls, diags) != 0)
+    if (def->protocol == API_PROTO_TLS && build_server_tls(api, def, env, diags) != 0)
         return -1;
-    if (build_client_tls(api, def, tls, nworkers, diags) != 0)
+    if (build_client_tls(api, def, env, nworkers, diags) != 0)
         return -1;
-    if (attach_sentinel(api, def, tls, diags) != 0)
+    if (attach_sentinel(api, def, env, diags) != 0)
         return -1;
-    if (build_checks(api, def, tls, diags) != 0)
+    if (build_checks(api, def, env, diags) != 0)
         return -1;
-    struct gw_build_env env = *tls;
-    env.registry = reg;
-    sync_api(api, &env);
+    struct gw_build_env with_reg = *env;
+    with_reg.registry = reg;
+    sync_api(api, &with_reg);
     return 0;
 }
 
@@ -520,16 +520,6 @@ static void free_api(struct gw_api *api, int nworkers)
     SSL_CTX_free(api->client_ctx);
     free(api->ups);
     memset(api, 0, sizeof(*api));
-}
-
-void gw_port_stats_sum(const struct gw_port_stats *slots, int count, struct gw_port_stats *out)
-{
-    memset(out, 0, sizeof(*out));
-    for (int i = 0; i < count; i++) {
-#define GW_STAT_SUM(name, desc) out->name += __atomic_load_n(&slots[i].name, __ATOMIC_RELAXED);
-        GW_PORT_COUNTERS(GW_STAT_SUM)
-#undef GW_STAT_SUM
-    }
 }
 
 struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port)
@@ -576,7 +566,7 @@ static void build_port_proxy(struct gw_port *p, struct api_diags *diags)
     }
 }
 
-static int build_port(struct gw_port *p, const struct gw_build_env *tls, struct api_diags *diags)
+static int build_port(struct gw_port *p, const struct gw_build_env *env, struct api_diags *diags)
 {
     build_port_proxy(p, diags);
     if (p->protocol == API_PROTO_TCP && p->napis == 1) {
@@ -596,8 +586,8 @@ static int build_port(struct gw_port *p, const struct gw_build_env *tls, struct 
         /* Sessions and tickets live on this shared context, so they resume on
          * any worker and whichever definition the name picks. The caps on
          * what a client may send are read from it when a handshake starts. */
-        struct cert_tls_opts front_opts = {.max_cert_list = tls->cfg->cert_chain_max};
-        p->front = cert_server_ctx_new(NULL, 0, NULL, 0, &front_opts, tls->keys, "tcpgate", err,
+        struct cert_tls_opts front_opts = {.max_cert_list = env->cfg->cert_chain_max};
+        p->front = cert_server_ctx_new(NULL, 0, NULL, 0, &front_opts, env->keys, "tcpgate", err,
                                        sizeof(err));
         if (p->front == NULL) {
             api_diags_add(diags, API_SEV_ERROR, p->apis[0]->def->file, "listen_port", "port %d: %s",
@@ -610,25 +600,25 @@ static int build_port(struct gw_port *p, const struct gw_build_env *tls, struct 
 }
 
 struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
-                                      const struct gw_build_env *tls, struct api_diags *diags)
+                                      const struct gw_build_env *env, struct api_diags *diags)
 {
     struct gw_snapshot *s = calloc(1, sizeof(*s));
     if (s == NULL)
-        return NULL;
+        abort();
     s->refs = 1;
     s->nworkers = nworkers;
-    s->handshake_timeout_ms = tls->cfg->handshake_timeout_ms;
-    s->client_hello_max = (size_t)tls->cfg->client_hello_max;
-    s->proxy_header_max = (size_t)tls->cfg->proxy_header_max;
+    s->handshake_timeout_ms = env->cfg->handshake_timeout_ms;
+    s->client_hello_max = (size_t)env->cfg->client_hello_max;
+    s->proxy_header_max = (size_t)env->cfg->proxy_header_max;
     s->set = *set;
     memset(set, 0, sizeof(*set));
-    struct gw_registry *reg = tls->registry;
+    struct gw_registry *reg = env->registry;
     if (reg == NULL && (reg = s->own_registry = gw_registry_new(nworkers)) == NULL)
         abort();
     s->active_total = gw_registry_counter(reg, "active:gateway");
-    s->max_connections = tls->cfg->max_connections;
-    s->max_per_source = tls->cfg->max_connections_per_source;
-    s->sources = tls->sources;
+    s->max_connections = env->cfg->max_connections;
+    s->max_per_source = env->cfg->max_connections_per_source;
+    s->sources = env->sources;
     s->apis = calloc(s->set.count ? s->set.count : 1, sizeof(*s->apis));
     s->ports = calloc(s->set.count ? s->set.count : 1, sizeof(*s->ports));
     if (s->apis == NULL || s->ports == NULL)
@@ -639,7 +629,7 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
         if (!def->active)
             continue;
         struct gw_api *api = &s->apis[s->napis];
-        if (build_api(api, def, nworkers, tls, reg, diags) != 0) {
+        if (build_api(api, def, nworkers, env, reg, diags) != 0) {
             free_api(api, nworkers);
             continue;
         }
@@ -659,7 +649,7 @@ struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
         p->apis[p->napis++] = api;
     }
     for (size_t i = 0; i < s->nports; i++) {
-        if (build_port(&s->ports[i], tls, diags) != 0) {
+        if (build_port(&s->ports[i], env, diags) != 0) {
             gw_snapshot_unref(s);
             return NULL;
         }
@@ -691,14 +681,14 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     free(s);
 }
 
-struct gw_snapshot *gw_snapshot_load(const struct gw_build_env *tls, int nworkers,
+struct gw_snapshot *gw_snapshot_load(const struct gw_build_env *env, int nworkers,
                                      struct api_diags *diags)
 {
     struct api_set set = {0};
-    if (api_load_dir(tls->cfg->app_path, gw_config_port_allowed, (void *)tls->cfg, &set, diags) !=
+    if (api_load_dir(env->cfg->app_path, gw_config_port_allowed, (void *)env->cfg, &set, diags) !=
         0) {
         api_set_free(&set);
         return NULL;
     }
-    return gw_snapshot_build(&set, nworkers, tls, diags);
+    return gw_snapshot_build(&set, nworkers, env, diags);
 }

@@ -60,40 +60,6 @@ struct gw_api {
     size_t alpn_len;
 };
 
-/* Per-port counters; X-macro as for the per-API ones. */
-#define GW_PORT_COUNTERS(X)                                                                        \
-    X(no_route, "connections no definition could take")                                            \
-    X(tls_handshakes, "TLS handshakes completed")                                                  \
-    X(tls_resumed, "TLS handshakes that resumed a session")                                        \
-    X(tls_handshake_failed, "TLS handshakes that failed")                                          \
-    X(tls_fail_protocol, "failed handshakes: a TLS version not allowed, or not TLS at all")        \
-    X(tls_fail_cipher, "failed handshakes: no cipher, group or signature in common")               \
-    X(tls_fail_client_cert, "failed handshakes: a client certificate missing or not trusted")      \
-    X(tls_fail_alert, "failed handshakes: the client sent an alert (e.g. it refused ours)")        \
-    X(tls_fail_closed, "failed handshakes: the client closed the connection")                      \
-    X(tls_fail_other, "failed handshakes: any other reason")                                       \
-    X(tls_handshake_timeout, "TLS handshakes or ClientHellos that did not finish in time")         \
-    X(sni_not_found, "TLS clients whose server name no definition serves")                         \
-    X(not_tls, "connections to an SNI-routed TCP port that did not start with TLS")                \
-    X(bad_client_hello, "malformed or oversized ClientHellos")                                     \
-    X(prx_accepted, "PROXY headers accepted")                                                      \
-    X(prx_not_hdr, "connections without the PROXY header the port requires")                       \
-    X(prx_bad_hdr, "malformed PROXY headers")                                                      \
-    X(prx_truncated, "connections closed before their PROXY header was complete")                  \
-    X(prx_timeout, "PROXY headers that did not arrive in time")                                    \
-    X(prx_untrusted, "connections from sources not trusted to send a PROXY header")                \
-    X(cx_overflow, "connections closed because the gateway-wide maximum was reached")              \
-    X(source_overflow, "connections closed because their address held its maximum")
-
-struct gw_port_stats {
-#define GW_STAT_FIELD(name, desc) int64_t name;
-    GW_PORT_COUNTERS(GW_STAT_FIELD)
-#undef GW_STAT_FIELD
-} __attribute__((aligned(64)));
-
-/* Sums `count` per-worker slots into out. */
-void gw_port_stats_sum(const struct gw_port_stats *slots, int count, struct gw_port_stats *out);
-
 enum gw_route_mode {
     GW_ROUTE_SINGLE, /* one definition: nothing to choose */
     GW_ROUTE_PEEK,   /* tcp, several domains: peek at the ClientHello's SNI */
@@ -176,9 +142,11 @@ struct gw_snapshot {
 
 /* Builds a snapshot from a loaded set (taking it over; it is emptied). Targets are
  * resolved here; a definition that cannot be served is reported and dropped.
- * Returns NULL only when memory runs out. */
+ * Returns NULL when a port cannot be set up at all (its shared TLS context:
+ * reported in diags), which fails the whole build. Running out of memory
+ * aborts, as on every build path (ARCHITECTURE.md, "Out of memory"). */
 struct gw_snapshot *gw_snapshot_build(struct api_set *set, int nworkers,
-                                      const struct gw_build_env *tls, struct api_diags *diags)
+                                      const struct gw_build_env *env, struct api_diags *diags)
     __attribute__((warn_unused_result));
 
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
@@ -192,7 +160,7 @@ struct gw_port *gw_snapshot_port(struct gw_snapshot *s, int port);
 void gw_snapshot_sync(struct gw_snapshot *s, const struct gw_build_env *env);
 
 /* Loads app_path and builds the snapshot, as both start-up and --check do. */
-struct gw_snapshot *gw_snapshot_load(const struct gw_build_env *tls, int nworkers,
+struct gw_snapshot *gw_snapshot_load(const struct gw_build_env *env, int nworkers,
                                      struct api_diags *diags) __attribute__((warn_unused_result));
 
 #endif

@@ -26,6 +26,16 @@ void gw_target_stats_sum(const struct gw_target_stats *slots, int count,
     }
 }
 
+void gw_port_stats_sum(const struct gw_port_stats *slots, int count, struct gw_port_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < count; i++) {
+#define GW_STAT_SUM(name, desc) out->name += __atomic_load_n(&slots[i].name, __ATOMIC_RELAXED);
+        GW_PORT_COUNTERS(GW_STAT_SUM)
+#undef GW_STAT_SUM
+    }
+}
+
 void gw_stats_format(const struct gw_api_stats *s, char *buf, size_t buflen)
 {
     size_t n = 0;

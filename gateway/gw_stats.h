@@ -1,6 +1,7 @@
-/* Per-API counters. Each worker owns one slot per API and is its only writer,
- * so the data path takes no lock and does no atomic read-modify-write; readers
- * (the control thread) sum the slots with relaxed loads. */
+/* The counters: per definition, per target and per port. Each worker owns
+ * one slot of each and is its only writer, so the data path takes no lock and
+ * does no atomic read-modify-write; readers (the control thread) sum the
+ * slots with relaxed loads. */
 #ifndef GW_STATS_H
 #define GW_STATS_H
 
@@ -61,6 +62,40 @@ struct gw_target_stats {
     GW_TARGET_COUNTERS(GW_STAT_FIELD)
 #undef GW_STAT_FIELD
 } __attribute__((aligned(64)));
+
+/* Per-port counters; X-macro as for the per-API ones. */
+#define GW_PORT_COUNTERS(X)                                                                        \
+    X(no_route, "connections no definition could take")                                            \
+    X(tls_handshakes, "TLS handshakes completed")                                                  \
+    X(tls_resumed, "TLS handshakes that resumed a session")                                        \
+    X(tls_handshake_failed, "TLS handshakes that failed")                                          \
+    X(tls_fail_protocol, "failed handshakes: a TLS version not allowed, or not TLS at all")        \
+    X(tls_fail_cipher, "failed handshakes: no cipher, group or signature in common")               \
+    X(tls_fail_client_cert, "failed handshakes: a client certificate missing or not trusted")      \
+    X(tls_fail_alert, "failed handshakes: the client sent an alert (e.g. it refused ours)")        \
+    X(tls_fail_closed, "failed handshakes: the client closed the connection")                      \
+    X(tls_fail_other, "failed handshakes: any other reason")                                       \
+    X(tls_handshake_timeout, "TLS handshakes or ClientHellos that did not finish in time")         \
+    X(sni_not_found, "TLS clients whose server name no definition serves")                         \
+    X(not_tls, "connections to an SNI-routed TCP port that did not start with TLS")                \
+    X(bad_client_hello, "malformed or oversized ClientHellos")                                     \
+    X(prx_accepted, "PROXY headers accepted")                                                      \
+    X(prx_not_hdr, "connections without the PROXY header the port requires")                       \
+    X(prx_bad_hdr, "malformed PROXY headers")                                                      \
+    X(prx_truncated, "connections closed before their PROXY header was complete")                  \
+    X(prx_timeout, "PROXY headers that did not arrive in time")                                    \
+    X(prx_untrusted, "connections from sources not trusted to send a PROXY header")                \
+    X(cx_overflow, "connections closed because the gateway-wide maximum was reached")              \
+    X(source_overflow, "connections closed because their address held its maximum")
+
+struct gw_port_stats {
+#define GW_STAT_FIELD(name, desc) int64_t name;
+    GW_PORT_COUNTERS(GW_STAT_FIELD)
+#undef GW_STAT_FIELD
+} __attribute__((aligned(64)));
+
+/* Sums `count` per-worker slots into out. */
+void gw_port_stats_sum(const struct gw_port_stats *slots, int count, struct gw_port_stats *out);
 
 /* Counters outlive snapshots: a reload must not reset them, and the sessions
  * of an old snapshot count into the same slots as those of the new one. The

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 
 #include "fuzz_util.h"
+#include "api_regex.h"
 #include "hc_script.h"
 
 #define HC_MAX_CMDS 8

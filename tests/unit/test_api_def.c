@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "api_def.h"
+#include "api_regex.h"
 
 #define BAD_FILE "apps/bad.json"
 
